@@ -1,0 +1,16 @@
+"""quadrun: a command-line experiment runner for quadratic neural networks and scientific ML."""
+__version__ = "0.1.0"
+
+
+def _register_resolvers() -> None:
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("quadrun_id"):
+        # a random id per process, cached: two runs started in the same second differ
+        OmegaConf.register_new_resolver("quadrun_id", lambda: secrets.token_hex(3),
+                                        use_cache=True)
+
+
+_register_resolvers()

@@ -1,0 +1,286 @@
+"""The run-folder writer: the one place that writes into a run folder.
+
+    <run>/config.yaml        resolved config
+    <run>/meta.json          versions, host, device, times, SLURM ids
+    <run>/metrics.jsonl      one JSON object per logged point: {"step": s, "train/loss": ...}
+    <run>/summary.json       final metrics and `status`; written last, atomically
+    <run>/checkpoints/       last.pt (and prev.pt, the one before), best.pt; atomic writes
+    <run>/plots/*.png
+    <run>/stages.json        results of finished parts of multi-part experiments (resume)
+    <run>/quadrun.log        Hydra's job log
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("quadrun")
+
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (corrupt, truncated, from another run)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return _jsonable(value.item())  # numpy scalars
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, then rename over `path`: readers see old or new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _git_version() -> Optional[str]:
+    src = Path(__file__).resolve().parent.parent
+    if not (src / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_checkpoint(path: Path, state: dict, keep_previous: bool = True) -> None:
+    """Atomic checkpoint write; the previous `last.pt` is kept as `prev.pt` until the new
+    one is complete, so a kill at any moment leaves at least one good checkpoint."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name("prev.pt"))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load with weights_only=True (no code runs); CheckpointError names the file."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated zip, bad magic...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {first[:300]}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is not a quadrun checkpoint")
+    return state
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of what defines a run's results (device, logging and paths left out)."""
+    import hashlib
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("device", "precision", "compile", "threads", "logger", "resume", "data_dir"):
+        plain.pop(key, None)
+    plain.get("train", {}).pop("log_every", None)
+    plain.get("train", {}).pop("checkpoint_every", None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RunContext:
+    """What an experiment sees of its run: folder, device, logging, checkpoints, plots."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, device: torch.device):
+        self.dir = Path(run_dir)
+        self.cfg = cfg
+        self.device = device
+        self.stop_requested = False  # set by SIGTERM/SIGINT/SIGUSR1; the loop checkpoints
+        self.fingerprint = config_fingerprint(cfg)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "checkpoints").mkdir(exist_ok=True)
+        (self.dir / "plots").mkdir(exist_ok=True)
+        self._tb = None
+        self._meta: dict = {}
+
+    # -- lifecycle (called by the runner) ----------------------------------------------
+    def start(self) -> None:
+        import quadrun
+
+        atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        old = self.dir / "meta.json"
+        previous = json.loads(old.read_text()) if old.exists() else {}
+        self._meta = {
+            "package": "quadrun", "version": quadrun.__version__, "git": _git_version(),
+            "experiment": self.cfg.experiment, "scale": self.cfg.scale,
+            "host": socket.gethostname(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "device": str(self.device),
+            "device_name": (torch.cuda.get_device_name(self.device)
+                            if self.device.type == "cuda" else platform.processor() or "cpu"),
+            "start": previous.get("start", _now()),
+            "attempts": previous.get("attempts", 0) + 1,
+            "resumed_at": _now() if previous else None,
+            "end": None,
+            "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                                                 "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+                      if k in os.environ} or None,
+        }
+        write_json(self.dir / "meta.json", self._meta)
+        if self.cfg.get("logger") == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+
+    def finish(self, status: str, summary: dict) -> None:
+        assert status in STATUSES, status
+        self._meta["end"] = _now()
+        write_json(self.dir / "meta.json", self._meta)
+        out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
+               "seed": self.cfg.seed, **summary}
+        if self._tb is not None:
+            self._tb.close()
+        write_json(self.dir / "summary.json", out)  # last, atomic
+
+    # -- metrics -----------------------------------------------------------------------
+    def log(self, step: int, metrics: dict) -> None:
+        """Append one point to metrics.jsonl (and TensorBoard when on)."""
+        row = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop points logged after `step` (they are redone after a resume)."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                break  # a line cut by a kill: everything after it is redone
+        atomic_write_text(path, "".join(l + "\n" for l in keep))
+
+    def metrics(self) -> list:
+        path = self.dir / "metrics.jsonl"
+        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+    # -- files ---------------------------------------------------------------------------
+    def plot_path(self, name: str) -> Path:
+        return self.dir / "plots" / (name if name.endswith(".png") else name + ".png")
+
+    def save_figure(self, fig, name: str) -> Path:
+        path = self.plot_path(name)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+        atomic_write_bytes(path, buf.getvalue())
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        atomic_write_text(path, text)
+        return path
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.dir / "checkpoints" / f"{name}.pt"
+
+    def save_checkpoint(self, state: dict, name: str = "last") -> None:
+        state = {**state, "experiment": self.cfg.experiment, "fingerprint": self.fingerprint}
+        save_checkpoint(self.checkpoint_path(name), state, keep_previous=(name == "last"))
+
+    def load_checkpoint(self, map_location="cpu") -> Optional[dict]:
+        """The newest usable of last.pt / prev.pt, or None when there is none.
+
+        A corrupt file is reported and skipped (never deleted); a checkpoint of another
+        experiment or config is an error naming the file."""
+        for name in ("last", "prev"):
+            path = self.checkpoint_path(name)
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, map_location)
+            except CheckpointError as exc:
+                log.error("%s; trying the previous checkpoint", exc)
+                continue
+            if state.get("experiment") != self.cfg.experiment or \
+                    state.get("fingerprint") != self.fingerprint:
+                raise CheckpointError(
+                    f"checkpoint {path} belongs to another experiment or config "
+                    f"({state.get('experiment')}, {state.get('fingerprint')}); "
+                    f"this run is {self.cfg.experiment}, {self.fingerprint}. "
+                    "Use a new run folder, or the same overrides as that run")
+            return state
+        if any(self.checkpoint_path(n).exists() for n in ("last", "prev")):
+            raise CheckpointError(f"no usable checkpoint in {self.dir / 'checkpoints'}: "
+                                  "every file there is corrupt (left untouched)")
+        return None
+
+    # -- stages of multi-part experiments --------------------------------------------------------
+    def stage(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Result of `compute()`, remembered in stages.json so a resumed run skips it."""
+        path = self.dir / "stages.json"
+        done = json.loads(path.read_text()) if path.exists() else {}
+        if key in done:
+            return done[key]
+        value = _jsonable(compute())
+        done[key] = value
+        write_json(path, done)
+        return value

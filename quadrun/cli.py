@@ -1,0 +1,197 @@
+"""`quadrun`: a thin Hydra wrapper around quadrun.runner.run.
+
+Before Hydra starts, the overrides are composed and validated once (every value of a sweep
+too), so bad input gives one line naming the key and what is allowed, exit status 2, and
+no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run.dir.
+"""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+from quadrun import registry
+from quadrun.schema import ConfigError, register
+
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
+
+
+def config_dir() -> str:
+    """configs/ as shipped in the wheel (quadrun.configs), or the source checkout's."""
+    try:
+        path = Path(str(resources.files("quadrun.configs")))
+        if (path / "config.yaml").exists():
+            return str(path)
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def _error(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"quadrun: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line errors as `key: reason`."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    cause = exc
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
+        import re
+
+        text = str(exc)
+        found = re.search(r"Could not find '([^']+)'", text)
+        if found:
+            missing = found.group(1)
+            group, _, option = missing.rpartition("/")
+            if group.startswith("sizes"):
+                return (f"scale: experiment {group.split('/')[-1]!r} has no {option!r} size "
+                        f"(add configs/{missing}.yaml)")
+            options = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+            if options or group:
+                return (f"{group}: unknown {option!r}; must be one of: "
+                        + (", ".join(options) or "(none)"))
+        return text.splitlines()[0]
+    if cause is not None:
+        key = getattr(cause, "full_key", None) or ""
+        reason = str(getattr(cause, "msg", "") or cause).strip().splitlines()[0]
+        if "not in" in reason or "not in struct" in reason:
+            reason = f"unknown key ({reason})"
+        return f"{key}: {reason}" if key else reason
+    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _split(argv: list) -> tuple[list, bool]:
+    """(overrides, is_multirun); Hydra flags other than -m are left to Hydra."""
+    overrides, multirun = [], False
+    for arg in argv:
+        if arg in ("-m", "--multirun"):
+            multirun = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun
+
+
+def _resume_overrides(folder: str) -> list:
+    import yaml
+
+    path = Path(folder).expanduser()
+    saved = path / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        raise ConfigError(f"resume: {folder!r} is not a run folder (no .hydra/overrides.yaml)")
+    try:
+        previous = yaml.safe_load(saved.read_text()) or []
+    except yaml.YAMLError:
+        raise ConfigError(f"resume: {saved} is not valid YAML") from None
+    quoted = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    return [o for o in previous if not o.startswith("resume=")] + [f"hydra.run.dir='{quoted}'"]
+
+
+def _variants(overrides: list) -> list:
+    """One override list per value of each sweep dimension (others at their first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    firsts, sweeps = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+            firsts.append(f"{o.get_key_element()}={values[0]}")
+            sweeps.append((len(firsts) - 1, o.get_key_element(), values))
+        else:
+            firsts.append(o.input_line)
+    variants = [firsts]
+    for i, key, values in sweeps:
+        for v in values[1:]:
+            variants.append(firsts[:i] + [f"{key}={v}"] + firsts[i + 1:])
+    return variants[:64]
+
+
+def preflight(argv: list, experiments: dict) -> list:
+    """Validate the command line; return the argv that Hydra should see."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from quadrun.schema import validate
+
+    if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion",
+                 "-sc", "--version") or a.startswith(("--info=", "--cfg=")) for a in argv):
+        return argv
+    overrides, multirun = _split(argv)
+    resume = [o for o in overrides if o.startswith("resume=")]
+    if resume:
+        folder = resume[-1].split("=", 1)[1].strip("'\"")
+        if multirun:
+            raise ConfigError("resume: cannot be combined with -m (resume one run folder)")
+        extra = [o for o in overrides if not o.startswith("resume=")]
+        overrides = _resume_overrides(folder) + extra
+        argv = [a for a in argv if a.startswith("-")] + overrides
+    try:
+        variants = _variants(overrides)
+    except Exception as exc:
+        raise ConfigError(f"overrides: {_one_line(exc)}") from None
+    for variant in variants:
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+                cfg = compose("config", overrides=variant)
+        except Exception as exc:
+            raise ConfigError(_one_line(exc)) from None
+        finally:
+            GlobalHydra.instance().clear()
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        validate(cfg, experiments)
+    return argv
+
+
+def main(argv: list | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        experiments = registry.load_all()
+        register(experiments)
+        argv = preflight(argv, experiments)
+    except ConfigError as exc:
+        _error(str(exc))
+    sys.argv = [sys.argv[0]] + argv
+    _hydra_entry()
+
+
+def _task(cfg) -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from quadrun.artifacts import CheckpointError
+    from quadrun.runner import RunFailed, run
+    from quadrun.training import Interrupted
+
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except (ConfigError, CheckpointError) as exc:
+        if sweep:  # one bad job never stops the others; its summary says why
+            return {"status": "failed", "error": str(exc)}
+        _error(str(exc), EXIT_BAD_INPUT)
+    except RunFailed as exc:
+        if sweep:
+            return {"status": "failed", "error": str(exc)}
+        _error(str(exc), EXIT_FAILED)
+    except Interrupted as exc:
+        print(f"quadrun: interrupted: {exc}; run again into the same folder "
+              f"(resume={HydraConfig.get().runtime.output_dir}) to continue", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    return None
+
+
+def _hydra_entry() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(_task)()

@@ -1,0 +1,11 @@
+"""expressivity experiment (being written)."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    pass
+
+
+def run(cfg, ctx) -> dict:
+    raise RuntimeError("the expressivity experiment is not written yet")

@@ -1,0 +1,11 @@
+"""hierpoly experiment (being written)."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    pass
+
+
+def run(cfg, ctx) -> dict:
+    raise RuntimeError("the hierpoly experiment is not written yet")

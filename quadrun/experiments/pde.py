@@ -1,0 +1,11 @@
+"""pde experiment (being written)."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    pass
+
+
+def run(cfg, ctx) -> dict:
+    raise RuntimeError("the pde experiment is not written yet")

@@ -1,0 +1,11 @@
+"""relinear experiment (being written)."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    pass
+
+
+def run(cfg, ctx) -> dict:
+    raise RuntimeError("the relinear experiment is not written yet")

@@ -1,0 +1,153 @@
+"""Typed config schemas, registered in Hydra's ConfigStore, and the range checks.
+
+Types and unknown keys are checked by OmegaConf while Hydra composes the config (the
+root schema below is the first entry of `configs/config.yaml`'s defaults list). Ranges and
+choices live in each field's metadata, written with `spec(...)`, and are checked by
+`validate(cfg)`, which names the full key and what is allowed in one line.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
+from typing import Any, List, Optional, Union, get_args, get_origin
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+SCALES = ("smoke", "cpu", "paper")
+
+
+class ConfigError(Exception):
+    """Bad input. The message is one line: `key: what is wrong; what is allowed`."""
+
+
+def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
+         help: str = "") -> Any:
+    """A dataclass field with its allowed range. Bounds apply to every number in a list."""
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help).items()
+            if v is not None and v != ""}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop's settings (quadrun.training.fit)."""
+    epochs: int = spec(10, ge=1)
+    batch_size: int = spec(128, ge=1)
+    optimizer: str = spec("sgd", choices=["sgd", "adam", "adamw"])
+    lr: float = spec(0.1, gt=0, le=10)
+    momentum: float = spec(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = spec(0.0, ge=0, le=1)
+    schedule: str = spec("multistep", choices=["none", "multistep", "cosine"])
+    milestones: List[int] = spec([], ge=1, help="epochs at which the lr is multiplied by lr_decay")
+    lr_decay: float = spec(0.1, gt=0, le=1)
+    grad_clip: float = spec(0.0, ge=0, help="max gradient norm; 0 turns clipping off")
+    eval_every: int = spec(1, ge=1, help="epochs between evaluations")
+    log_every: int = spec(50, ge=1, help="steps between logged points")
+    checkpoint_every: int = spec(0, ge=0, help="steps between checkpoints; 0: each epoch end")
+
+
+@dataclass
+class BaseConfig:
+    experiment: str = "relinear"
+    scale: str = spec("cpu", choices=list(SCALES))
+    seed: int = spec(0, ge=0, lt=2**31)
+    device: str = spec("auto", choices=["auto", "cpu", "cuda"])
+    precision: str = spec("fp32", choices=["fp32", "bf16"],
+                          help="bf16 autocast, used on CUDA only")
+    compile: bool = False
+    deterministic: bool = False
+    threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
+    logger: str = spec("none", choices=["none", "tensorboard"])
+    resume: Optional[str] = None
+    data_dir: str = "data"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def root_schema(experiments: dict) -> type:
+    """The root config class: BaseConfig plus one optional section per experiment."""
+    extra = [(name, Optional[mod.Config], None) for name, mod in experiments.items()]
+    return make_dataclass("QuadrunConfig", extra, bases=(BaseConfig,))
+
+
+def register(experiments: dict) -> type:
+    from hydra.core.config_store import ConfigStore
+
+    schema = root_schema(experiments)
+    ConfigStore.instance().store(name="quadrun_schema", node=schema)
+    return schema
+
+
+def _dataclass_of(tp):
+    if is_dataclass(tp):
+        return tp
+    if get_origin(tp) is Union:
+        for arg in get_args(tp):
+            if is_dataclass(arg):
+                return arg
+    return None
+
+
+def _numbers(value):
+    if isinstance(value, (list, tuple, ListConfig)):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def _check_field(key: str, value: Any, meta: dict) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value is not None:
+        values = value if isinstance(value, (list, ListConfig)) else [value]
+        for v in values:
+            if v not in choices:
+                raise ConfigError(f"{key}: {v!r} is not allowed; must be one of: "
+                                  + ", ".join(map(str, choices)))
+    for v in _numbers(value):
+        if isinstance(v, float) and math.isnan(v):
+            raise ConfigError(f"{key}: NaN is not allowed; give a number")
+        bounds = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
+                  ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)]
+        for name, sym, ok in bounds:
+            if name in meta and not ok(v, meta[name]):
+                allowed = " and ".join(f"{s} {meta[n]}" for n, s, _ in bounds if n in meta)
+                raise ConfigError(f"{key}: {v} is out of range; must be {allowed}")
+
+
+def _walk(node: DictConfig, cls: type, prefix: str) -> None:
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        value = node.get(f.name)
+        if isinstance(value, str) and f.type in ("str", str) and value.strip() == "" \
+                and f.metadata.get("choices") is None and f.name not in ("resume",):
+            raise ConfigError(f"{key}: must not be empty")
+        _check_field(key, value, f.metadata)
+        sub = _dataclass_of(f.type) if not isinstance(f.type, str) else None
+        if sub is None and isinstance(value, DictConfig):
+            sub = OmegaConf.get_type(value)
+            sub = sub if is_dataclass(sub) else None
+        if sub is not None and isinstance(value, DictConfig):
+            _walk(value, sub, key + ".")
+
+
+def validate(cfg: DictConfig, experiments: dict) -> None:
+    """Raise ConfigError for the first value out of range, or a missing experiment section."""
+    name = cfg.get("experiment")
+    if name not in experiments:
+        raise ConfigError(f"experiment: unknown {name!r}; must be one of: "
+                          + ", ".join(sorted(experiments)))
+    if cfg.get(name) is None:
+        raise ConfigError(f"{name}: section missing (configs/experiment/{name}.yaml must set it)")
+    try:
+        OmegaConf.resolve(copy.deepcopy(cfg))
+    except Exception as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    _walk(cfg, root_schema(experiments), "")
+    check = getattr(experiments[name], "check", None)
+    if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
+        check(cfg)
