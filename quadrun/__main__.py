@@ -1,0 +1,3 @@
+from quadrun.cli import main
+
+main()
