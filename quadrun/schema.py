@@ -119,6 +119,10 @@ def _check_field(key: str, value: Any, meta: dict) -> None:
 
 
 def _walk(node: DictConfig, cls: type, prefix: str) -> None:
+    known = {f.name for f in fields(cls)}
+    for key in node.keys():
+        if key not in known and not (prefix == "" and key == "hydra"):
+            raise ConfigError(f"{prefix}{key}: unknown key; allowed here: " + ", ".join(sorted(known)))
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         value = node.get(f.name)

@@ -13,6 +13,7 @@ class Config:
     n: int = spec(256, ge=1)
     width: int = spec(16, ge=1)
     sleep: float = spec(0.0, ge=0, help="seconds per step, so a test can signal mid-run")
+    nan_after: int = spec(0, ge=0, help="the loss turns NaN from this step on (0: never)")
 
 
 def run(cfg, ctx) -> dict:
@@ -23,12 +24,16 @@ def run(cfg, ctx) -> dict:
                                 torch.nn.Linear(cfg.width, 1))
     data = TensorBatches([x.to(ctx.device), y.to(ctx.device)], ctx.cfg.train.batch_size)
 
+    calls = [0]
+
     def loss_fn(m, batch):
         if cfg.sleep:
             import time
             time.sleep(cfg.sleep)
+        calls[0] += 1
         xb, yb = batch
-        return torch.nn.functional.mse_loss(m(xb), yb)
+        loss = torch.nn.functional.mse_loss(m(xb), yb)
+        return loss * float("nan") if cfg.nan_after and calls[0] >= cfg.nan_after else loss
 
     def evaluate(m):
         return {"val/mse": torch.nn.functional.mse_loss(m(x.to(ctx.device)), y.to(ctx.device))}

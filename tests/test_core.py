@@ -1,0 +1,233 @@
+"""The core: config composition, bad input through the real CLI, run folders, resume,
+divergence, the wheel's configs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from conftest import TESTS, run_cli, run_folders, summary
+from quadrun import registry
+from quadrun.cli import config_dir
+from quadrun.schema import SCALES, ConfigError, TrainConfig, register, validate
+from quadrun.training import TensorBatches, make_optimizer, make_schedule
+
+REPO = TESTS.parent
+
+
+def compose_cfg(*overrides: str):
+    experiments = registry.load_all()
+    register(experiments)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return cfg, experiments
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("experiment", sorted(registry.EXPERIMENTS))
+def test_every_experiment_composes_at_every_scale(experiment, scale):
+    cfg, experiments = compose_cfg(f"experiment={experiment}", f"scale={scale}")
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    validate(cfg, experiments)
+    assert cfg.experiment == experiment and cfg.scale == scale
+    assert cfg[experiment] is not None
+
+
+def test_validate_names_key_and_range():
+    cfg, experiments = compose_cfg("experiment=relinear")
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    cfg.train.epochs = 0
+    with pytest.raises(ConfigError, match=r"^train\.epochs: 0 is out of range; must be >= 1$"):
+        validate(cfg, experiments)
+    cfg.train.epochs = 1
+    cfg.train.milestones = [3, -1]
+    with pytest.raises(ConfigError, match=r"train\.milestones: -1 is out of range"):
+        validate(cfg, experiments)
+
+
+BAD_INPUTS = {
+    "unknown experiment": (["experiment=nope"], "experiment: unknown 'nope'; must be one of: "
+                           "dcdm, expressivity, hierpoly, pde, relinear"),
+    "unknown key": (["train.nope=1"], "train.nope: unknown key"),
+    "unknown top key": (["+nope=1"], "nope: unknown key"),
+    "wrong type": (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be "
+                   "converted to Integer"),
+    "negative epochs": (["train.epochs=-3"], "train.epochs: -3 is out of range; must be >= 1"),
+    "bad choice": (["device=tpu"], "device: 'tpu' is not allowed; must be one of: auto, cpu, cuda"),
+    "unknown scale": (["scale=huge"], "scale: unknown 'huge'; must be one of: cpu, paper, smoke"),
+    "NaN": (["train.lr=nan"], "train.lr: NaN is not allowed"),
+    "bad resume": (["resume=/no/such/run"], "resume: '/no/such/run' is not a run folder"),
+    "bad sweep value": (["-m", "train.epochs=2,-1"], "train.epochs: -1 is out of range"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_nonzero(cli, name):
+    args, expected = BAD_INPUTS[name]
+    r = cli("experiment=toy", *args, toy=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("quadrun: error: " + expected), lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (cli.cwd / "outputs").exists()  # nothing created
+
+
+def test_help_lists_experiments_and_scales(cli):
+    r = cli("--help")
+    assert r.returncode == 0
+    assert "experiment: dcdm, expressivity, hierpoly, pde, relinear" in r.stdout
+    assert "scale: cpu, paper, smoke" in r.stdout
+
+
+def test_run_folder_contents_and_metrics(cli):
+    r = cli("experiment=toy", "train.epochs=2", toy=True)
+    assert r.returncode == 0, r.stderr
+    [run] = run_folders(cli.cwd, "toy")
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "summary.json", "quadrun.log",
+                 ".hydra/overrides.yaml", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    s = summary(run)
+    assert s["status"] == "completed" and s["steps"] == 16 and s["experiment"] == "toy"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["device"] == "cpu" and meta["torch"] == torch.__version__ and meta["end"]
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val/mse" in r] == [8, 16]
+    assert rows[-1]["val/mse"] == pytest.approx(s["val/mse"])
+    assert OmegaConf.load(run / "config.yaml").train.epochs == 2
+
+
+def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
+    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
+    from conftest import TOY_SEARCHPATH, cli_env
+    procs = [subprocess.Popen([sys.executable, "-c", code, "experiment=toy", "train.epochs=1",
+                               TOY_SEARCHPATH], cwd=tmp_path, env=cli_env(toy=True),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()
+    runs = run_folders(tmp_path, "toy")
+    assert len(runs) == 2
+    stamps = {r.name.rsplit("_", 1)[0] for r in runs}
+    ids = {r.name.rsplit("_", 1)[1] for r in runs}
+    assert len(ids) == 2  # distinct ids, whether or not the second matched
+
+
+def test_nonfinite_loss_gives_status_diverged(cli):
+    r = cli("experiment=toy", "toy.nan_after=5", "train.log_every=2", toy=True)
+    assert r.returncode == 0, r.stderr
+    [run] = run_folders(cli.cwd, "toy")
+    s = summary(run)
+    assert s["status"] == "diverged"
+    assert s["steps"] == 6  # noticed at the first check after step 5 (log_every=2)
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
+    args = ["experiment=toy", "toy.sleep=0.01", "train.epochs=6", "train.log_every=3"]
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    ref_dir.mkdir(), cut_dir.mkdir()
+    r = run_cli(*args, cwd=ref_dir, toy=True)
+    assert r.returncode == 0, r.stderr
+    [ref] = run_folders(ref_dir, "toy")
+
+    from conftest import TOY_SEARCHPATH, cli_env
+    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
+    p = subprocess.Popen([sys.executable, "-c", code, *args, TOY_SEARCHPATH], cwd=cut_dir,
+                         env=cli_env(toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    _wait_for(cut_dir / "outputs" / "toy")
+    [cut] = run_folders(cut_dir, "toy")
+    _wait_for(cut / "checkpoints" / "last.pt")      # past the first epoch
+    time.sleep(0.05)                                # now in the middle of the second
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert summary(cut)["status"] == "interrupted"
+    stopped_at = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 0 < stopped_at < 48
+
+    r = run_cli(f"resume={cut}", cwd=cut_dir, toy=True)
+    assert r.returncode == 0, r.stderr
+    a, b = summary(ref), summary(cut)
+    assert b["status"] == "completed"
+    for key in ("val/mse", "weights_sum", "steps"):
+        assert a[key] == b[key], key
+    assert (ref / "metrics.jsonl").read_text() == (cut / "metrics.jsonl").read_text()
+    assert json.loads((cut / "meta.json").read_text())["attempts"] == 2
+
+
+def test_schedule_and_groups():
+    model = torch.nn.Linear(2, 1)
+    tc = OmegaConf.structured(TrainConfig(epochs=4, milestones=[2, 3], lr=0.1, lr_decay=0.1))
+    groups = [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 1e-3}]
+    opt = make_optimizer(groups, tc)
+    sched = make_schedule(opt, tc, steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert lrs[0] == [0.1, 1e-3]
+    assert lrs[10] == pytest.approx([0.01, 1e-4])  # epoch 2: both groups decay
+    assert lrs[15] == pytest.approx([0.001, 1e-5])
+
+
+def test_batches_are_deterministic_and_resume_mid_epoch():
+    x = torch.arange(10.0)
+    data = TensorBatches([x], batch_size=3)
+    assert len(data) == 4
+    full = [b[0].tolist() for b in data.epoch(torch.Generator().manual_seed(7))]
+    tail = [b[0].tolist() for b in data.epoch(torch.Generator().manual_seed(7), start=2)]
+    assert tail == full[2:]
+    assert sorted(sum(full, [])) == x.tolist()
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    wheel_dir = tmp_path / "wheel"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(wheel_dir), str(REPO)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    [wheel] = wheel_dir.glob("quadrun-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "quadrun/configs/config.yaml" in names
+    for exp in registry.EXPERIMENTS:
+        assert f"quadrun/configs/experiment/{exp}.yaml" in names
+        for scale in SCALES:
+            assert f"quadrun/configs/sizes/{exp}/{scale}.yaml" in names
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    run_in = tmp_path / "elsewhere"
+    run_in.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    code = ("import quadrun.cli as c, sys; print(c.config_dir()); sys.argv=['quadrun',"
+            "'experiment=dcdm','scale=smoke','--cfg','job']; c.main()")
+    r = subprocess.run([sys.executable, "-c", code], cwd=run_in, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith(str(target))
+    assert "experiment: dcdm" in r.stdout and "scale: smoke" in r.stdout
