@@ -1,0 +1,345 @@
+"""Krylov solvers with one signature, and their set-ups, for the Poisson systems.
+
+Every iteration has the pyamg signature
+
+    x, info = solver(A, b, x0=None, tol=1e-4, maxiter=None, M=None, callback=None,
+                     residuals=None, check_every=1, **extra)
+
+with A anything that supports `A @ v` on torch vectors (a torch sparse CSR matrix), the
+tolerance RELATIVE (stop when ||b - A x|| <= tol ||b||), `residuals` a list that receives
+||r_k|| for k = 0, 1, ..., and info 0 when converged, else the iterations done. All
+vector work is torch on b's device. The only host read is the convergence check, every
+`check_every` iterations (1 gives exact iteration counts; larger avoids GPU syncs).
+
+`solve(name, system, b, ...)` runs a solver by name (SOLVERS): its set-up (Jacobi
+diagonal, IC(0) factor, AMG hierarchy, Ritz vectors, network) timed apart from the solve,
+and the final relative residual recomputed independently in float64 with scipy.
+
+Where preconditioners run: Jacobi, IC(0), deflation and DCDM's network on the device;
+AMG (pyamg) on the host, so its vector crosses to the host once per iteration.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from quadrun.solvers.lanczos import ritz
+from quadrun.solvers.poisson import PoissonSystem
+
+
+class _Tracker:
+    """Residual norms kept on the device; read on the host every `check_every` steps."""
+
+    def __init__(self, b: torch.Tensor, tol: float, maxiter: int, check_every: int,
+                 residuals: Optional[list]):
+        self.norms = b.new_zeros(maxiter + 1, dtype=torch.float64)
+        self.target = tol * float(b.norm())
+        self.maxiter, self.every, self.out = maxiter, max(1, check_every), residuals
+        self.flushed = 0
+
+    def record(self, k: int, norm: torch.Tensor) -> None:
+        self.norms[k] = norm
+
+    def done(self, k: int) -> bool:
+        """True when converged (checked every `every` steps) or out of iterations."""
+        if k % self.every and k < self.maxiter:
+            return False
+        if self.out is not None:
+            self.out.extend(self.norms[self.flushed:k + 1].tolist())
+            self.flushed = k + 1
+        return k >= self.maxiter or float(self.norms[k]) <= self.target
+
+    def info(self, k: int) -> int:
+        return 0 if float(self.norms[k]) <= self.target else k
+
+
+def _start(A, b, x0):
+    if x0 is None:
+        return torch.zeros_like(b), b.clone()
+    x = x0.clone()
+    return x, b - A @ x
+
+
+def _default_maxiter(b: torch.Tensor) -> int:
+    return 10 * b.shape[0]
+
+
+def cg(A, b, x0=None, tol=1e-4, maxiter=None, M=None, callback=None, residuals=None,
+       check_every=1):
+    """Conjugate gradients, preconditioned by M (a callable r -> z, SPD) when given."""
+    maxiter = maxiter or _default_maxiter(b)
+    x, r = _start(A, b, x0)
+    track = _Tracker(b, tol, maxiter, check_every, residuals)
+    if float(b.norm()) == 0:
+        track.done(0)
+        return torch.zeros_like(b), 0
+    z = M(r) if M is not None else r
+    p = z.clone()
+    rz = r.dot(z)
+    track.record(0, r.norm())
+    k = 0
+    while not track.done(k):
+        Ap = A @ p
+        alpha = rz / p.dot(Ap)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, Ap, value=-1)
+        z = M(r) if M is not None else r
+        rz_new = r.dot(z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+        k += 1
+        track.record(k, r.norm() if M is not None else rz.sqrt())
+        if callback is not None:
+            callback(x)
+    return x, track.info(k)
+
+
+def deflated_cg(A, b, x0=None, tol=1e-4, maxiter=None, M=None, callback=None,
+                residuals=None, check_every=1, W=None):
+    """Deflated (P)CG (Saad, Yeung, Erhel, Guyomarc'h 2000): the span of W (n, k), e.g.
+    the lowest Ritz vectors, is solved exactly and removed from every search direction."""
+    if W is None:
+        raise ValueError("deflated_cg needs W, the (n, k) deflation vectors")
+    maxiter = maxiter or _default_maxiter(b)
+    AW = torch.stack([A @ W[:, i] for i in range(W.shape[1])], 1)
+    E = torch.linalg.cholesky(W.T @ AW)
+
+    def coarse(v):  # W E^{-1} W^T v
+        return W @ torch.cholesky_solve((W.T @ v)[:, None], E)[:, 0]
+
+    def deflate(z):  # z - W E^{-1} (AW)^T z
+        return z - W @ torch.cholesky_solve((AW.T @ z)[:, None], E)[:, 0]
+
+    x, r = _start(A, b, x0)
+    x = x + coarse(r)
+    r = b - A @ x
+    track = _Tracker(b, tol, maxiter, check_every, residuals)
+    z = M(r) if M is not None else r
+    p = deflate(z)
+    rz = r.dot(z)
+    track.record(0, r.norm())
+    k = 0
+    while not track.done(k):
+        Ap = A @ p
+        alpha = rz / p.dot(Ap)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, Ap, value=-1)
+        z = M(r) if M is not None else r
+        rz_new = r.dot(z)
+        p = deflate(z) + (rz_new / rz) * p
+        rz = rz_new
+        k += 1
+        track.record(k, r.norm())
+        if callback is not None:
+            callback(x)
+    return x, track.info(k)
+
+
+def dcdm(A, b, x0=None, tol=1e-4, maxiter=None, M=None, callback=None, residuals=None,
+         check_every=1, history=2):
+    """Deep conjugate direction method: each direction is M(r / ||r||) (the network; the
+    identity when M is None), A-orthogonalised against the last `history` directions, the
+    step is (q.r)/(q.Aq), and the true residual b - A x is recomputed every iteration.
+    With M = identity it takes CG's steps (the same iterates in exact arithmetic)."""
+    maxiter = maxiter or _default_maxiter(b)
+    x, r = _start(A, b, x0)
+    track = _Tracker(b, tol, maxiter, check_every, residuals)
+    if float(b.norm()) == 0:
+        track.done(0)
+        return torch.zeros_like(b), 0
+    dirs = deque(maxlen=history)            # (p, A p, p.A p)
+    rnorm = r.norm()
+    track.record(0, rnorm)
+    k = 0
+    while not track.done(k):
+        q = r / rnorm
+        q = M(q) if M is not None else q
+        for p, Ap, pAp in dirs:
+            q = q - (q.dot(Ap) / pAp) * p
+        Aq = A @ q
+        qAq = q.dot(Aq)
+        x.addcmul_(q.dot(r) / qAq, q)
+        r = b - A @ x
+        dirs.append((q, Aq, qAq))
+        rnorm = r.norm()
+        k += 1
+        track.record(k, rnorm)
+        if callback is not None:
+            callback(x)
+    return x, track.info(k)
+
+
+# -- preconditioner set-ups ---------------------------------------------------------------
+def jacobi_setup(system: PoissonSystem, A, **_) -> dict:
+    dinv = 1.0 / torch.from_numpy(system.scipy.diagonal()).to(A.device, A.dtype)
+    return {"M": lambda r: r * dinv}
+
+
+class IC0:
+    """Incomplete Cholesky IC(0) of the fluid-cell matrix, M = (D + L) D^-1 (D + L^T)
+    with L the strict lower part of A (lexicographic order) and pivots
+    d_c = A_cc - sum_{lower fluid neighbours j} 1 / d_j.
+
+    Cells on one anti-diagonal (i + j + k = w) are independent, so both the pivots (numpy)
+    and the triangular solves (torch, on the device) run one wavefront at a time, in a
+    wave-sorted copy of the vector where every wavefront is a contiguous slice. A pivot
+    that vanishes (the last cell of a tree-shaped fluid region, where IC(0) is exact and
+    meets the null space) is replaced by A_cc, which keeps M symmetric positive definite."""
+
+    def __init__(self, system: PoissonSystem, device, dtype):
+        coords = np.stack(np.unravel_index(system.fluid, system.shape), 1)
+        wave = coords.sum(1)
+        order = np.argsort(wave, kind="stable")          # wave-sorted position -> cell
+        pos = np.empty_like(order)
+        pos[order] = np.arange(len(order))                # cell -> wave-sorted position
+        size = len(order)
+        index = np.full(system.solid.size, size, dtype=np.int64)  # size: a zero slot
+        index[system.fluid] = pos
+        index = index.reshape(system.shape)
+        diag = system.scipy.diagonal()[order]
+        lower, upper = [], []
+        for axis in range(system.dim):
+            for step, out in ((-1, lower), (1, upper)):
+                shifted = np.full_like(index, size)
+                src = [slice(None)] * system.dim
+                dst = [slice(None)] * system.dim
+                if step < 0:
+                    src[axis], dst[axis] = slice(None, -1), slice(1, None)
+                else:
+                    src[axis], dst[axis] = slice(1, None), slice(None, -1)
+                shifted[tuple(dst)] = index[tuple(src)]
+                out.append(shifted.ravel()[system.fluid][order])
+        lower, upper = np.stack(lower, 1), np.stack(upper, 1)
+        bounds = np.searchsorted(wave[order], np.arange(wave.max() + 2))
+        self.slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        inv = np.zeros(size + 1)                           # 1 / d, with inv[size] = 0
+        for a, b in self.slices:
+            d = diag[a:b] - inv[lower[a:b]].sum(1)
+            d = np.where(d > 1e-10 * diag[a:b], d, diag[a:b])
+            inv[a:b] = 1.0 / d
+        t = lambda v: torch.from_numpy(v).to(device)
+        self.order, self.inv_d = t(order), t(inv[:size]).to(dtype)
+        self.lower, self.upper = t(lower), t(upper)
+        self.size = size
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        rs = r[self.order]
+        y = r.new_zeros(self.size + 1)                    # forward: (D + L) y = r
+        for a, b in self.slices:
+            torch.mul(rs[a:b] + y[self.lower[a:b]].sum(1), self.inv_d[a:b], out=y[a:b])
+        z = r.new_zeros(self.size + 1)                    # backward: (D + L^T) z = D y
+        for a, b in reversed(self.slices):
+            torch.addcmul(y[a:b], z[self.upper[a:b]].sum(1), self.inv_d[a:b], out=z[a:b])
+        out = torch.empty_like(r)
+        out[self.order] = z[:self.size]
+        return out
+
+
+def ic_setup(system: PoissonSystem, A, **_) -> dict:
+    return {"M": IC0(system, A.device, A.dtype)}
+
+
+def amg_setup(system: PoissonSystem, A, amg: str = "smoothed_aggregation", **_) -> dict:
+    """pyamg hierarchy (smoothed aggregation or Ruge-Stuben), one V-cycle as M (host)."""
+    import pyamg
+
+    kinds = {"smoothed_aggregation": pyamg.smoothed_aggregation_solver,
+             "ruge_stuben": pyamg.ruge_stuben_solver}
+    if amg not in kinds:
+        raise ValueError(f"unknown amg {amg!r}; must be one of: {', '.join(kinds)}")
+    ml = kinds[amg](system.scipy)
+    P = ml.aspreconditioner(cycle="V")
+
+    def M(r):
+        return torch.from_numpy(P @ r.detach().cpu().numpy()).to(r.device, r.dtype)
+
+    return {"M": M}
+
+
+def deflation_setup(system: PoissonSystem, A, deflate: int = 16, seed: int = 0, **_) -> dict:
+    """The `deflate` lowest Ritz vectors from max(4 * deflate, 64) Lanczos steps."""
+    values, vectors = ritz(A, max(4 * deflate, 64), seed=seed, dtype=A.dtype, device=A.device)
+    return {"W": vectors[:, :deflate].contiguous()}
+
+
+def network_setup(system: PoissonSystem, A, model=None, **_) -> dict:
+    """DCDM's direction map: fluid vector -> grid -> network (its own dtype) -> fluid."""
+    if model is None:
+        return {"M": None}
+    model.eval()
+    net_dtype = next(model.parameters()).dtype
+
+    def M(r):
+        with torch.inference_mode():
+            g = system.to_grid(r.to(net_dtype))[None, None]
+            return system.from_grid(model(g)[0, 0]).to(r.dtype)
+
+    return {"M": M}
+
+
+def _none_setup(system, A, **_) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Solver:
+    iterate: Callable
+    setup: Callable
+
+
+SOLVERS = {
+    "cg": Solver(cg, _none_setup),
+    "jacobi": Solver(cg, jacobi_setup),
+    "ic": Solver(cg, ic_setup),
+    "deflated": Solver(deflated_cg, deflation_setup),
+    "amg": Solver(cg, amg_setup),
+    "dcdm": Solver(dcdm, network_setup),
+}
+
+
+def get(name: str) -> Solver:
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; must be one of: {', '.join(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def relative_residual(system: PoissonSystem, b: np.ndarray, x: np.ndarray) -> float:
+    """||b - A x|| / ||b|| in float64 with scipy: independent of the torch solvers."""
+    return float(np.linalg.norm(b - system.scipy @ x) / np.linalg.norm(b))
+
+
+def solve(name: str, system: PoissonSystem, b: np.ndarray, *, device="cpu",
+          dtype=torch.float64, tol: float = 1e-4, maxiter: Optional[int] = None,
+          check_every: int = 1, **options) -> dict:
+    """Set up and run solver `name` on system x = b; return a record with iterations,
+    converged, rel_residual (recomputed), setup_s, solve_s, residuals and x (numpy).
+    `options` go to the set-up (model=, amg=, deflate=, seed=)."""
+    solver = get(name)
+    A = system.matrix(device, dtype)
+    bt = torch.as_tensor(b, dtype=dtype).to(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    extra = solver.setup(system, A, **options)
+    _sync(device)
+    t1 = time.perf_counter()
+    residuals: list = []
+    x, info = solver.iterate(A, bt, tol=tol, maxiter=maxiter, residuals=residuals,
+                             check_every=check_every, **extra)
+    _sync(device)
+    t2 = time.perf_counter()
+    x = x.detach().cpu().double().numpy()
+    rel = relative_residual(system, np.asarray(b, dtype=np.float64), x)
+    return {"solver": name, "iterations": len(residuals) - 1,
+            "converged": bool(info == 0 and rel <= tol * (1 + 1e-6) + 1e-12),
+            "rel_residual": rel, "setup_s": t1 - t0, "solve_s": t2 - t1,
+            "residuals": [v / float(np.linalg.norm(b)) for v in residuals], "x": x}
