@@ -143,7 +143,8 @@ class RunContext:
         self.dir = Path(run_dir)
         self.cfg = cfg
         self.device = device
-        self.stop_requested = False  # set by SIGTERM/SIGINT/SIGUSR1; the loop checkpoints
+        self.stop_requested = False  # set by SIGTERM/INT/USR1/USR2; the loop checkpoints
+        self.stop_signal = None
         self.fingerprint = config_fingerprint(cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "checkpoints").mkdir(exist_ok=True)
@@ -161,7 +162,7 @@ class RunContext:
         self._meta = {
             "package": "quadrun", "version": quadrun.__version__, "git": _git_version(),
             "experiment": self.cfg.experiment, "scale": self.cfg.scale,
-            "host": socket.gethostname(), "platform": platform.platform(),
+            "host": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "device": str(self.device),
             "device_name": (torch.cuda.get_device_name(self.device)

@@ -18,7 +18,9 @@ from quadrun.training import Interrupted
 
 log = logging.getLogger("quadrun")
 
-STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
+# SIGUSR2 is submitit's preemption / pre-timeout signal: after the checkpoint, its own
+# handler runs (it requeues the job, which then resumes in the same folder).
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2]
 
 
 class RunFailed(Exception):
@@ -53,6 +55,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     def request_stop(signum, _frame):
         log.warning("signal %s received: checkpointing and stopping", signal.Signals(signum).name)
         ctx.stop_requested = True
+        ctx.stop_signal = signum
 
     previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
@@ -63,6 +66,10 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         return {"status": status, **summary}
     except Interrupted as exc:
         ctx.finish("interrupted", {"reason": str(exc)})
+        chained = previous.get(ctx.stop_signal)
+        if callable(chained):  # the handler that was there before ours, e.g. submitit's requeue
+            signal.signal(ctx.stop_signal, chained)
+            chained(ctx.stop_signal, None)
         raise
     except (ConfigError, CheckpointError) as exc:
         ctx.finish("failed", {"error": str(exc)})

@@ -119,7 +119,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
     precision = ctx.cfg.get("precision", "fp32")
     steps_per_epoch = len(data)
     total = tc.epochs * steps_per_epoch
-    step, history, best = 0, [], {}
+    step, history, best, carried = 0, [], {}, (0.0, 0)  # carried: the open log window
     mon_key, mon_mode = monitor if monitor else (None, "max")
 
     if checkpoint:
@@ -129,6 +129,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step, history, best = state["step"], state["history"], state["best"]
+            carried = tuple(state["window"])
             set_rng_state(state["rng"])
             ctx.truncate_metrics(step)
             log.info("resumed %s from step %d (epoch %d)", name, step, step // steps_per_epoch)
@@ -137,7 +138,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
         ctx.save_checkpoint({"name": name, "model": model.state_dict(),
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "step": step, "history": history, "best": best,
-                             "rng": rng_state()}, kind)
+                             "window": (float(loss_sum), window), "rng": rng_state()}, kind)
 
     def better(metrics: dict) -> bool:
         if mon_key is None or mon_key not in metrics or not math.isfinite(metrics[mon_key]):
@@ -147,9 +148,9 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
         return metrics[mon_key] > best[mon_key] if mon_mode == "max" else metrics[mon_key] < best[mon_key]
 
     bar = _progress(total, step, name)
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.full((), carried[0], device=device)
     bad = torch.zeros((), dtype=torch.bool, device=device)
-    window, t0, status = 0, time.perf_counter(), "completed"
+    window, t0, status = carried[1], time.perf_counter(), "completed"
     try:
         while step < total:
             epoch, start = divmod(step, steps_per_epoch)

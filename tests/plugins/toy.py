@@ -14,6 +14,7 @@ class Config:
     width: int = spec(16, ge=1)
     sleep: float = spec(0.0, ge=0, help="seconds per step, so a test can signal mid-run")
     nan_after: int = spec(0, ge=0, help="the loss turns NaN from this step on (0: never)")
+    fail_at: int = spec(0, ge=0, help="raise an error at this step (0: never)")
 
 
 def run(cfg, ctx) -> dict:
@@ -31,6 +32,8 @@ def run(cfg, ctx) -> dict:
             import time
             time.sleep(cfg.sleep)
         calls[0] += 1
+        if cfg.fail_at and calls[0] >= cfg.fail_at:
+            raise RuntimeError("toy failure requested by toy.fail_at")
         xb, yb = batch
         loss = torch.nn.functional.mse_loss(m(xb), yb)
         return loss * float("nan") if cfg.nan_after and calls[0] >= cfg.nan_after else loss

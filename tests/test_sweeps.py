@@ -1,0 +1,78 @@
+"""Sweeps through Hydra launchers, preemption with submitit's requeue protocol, report."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+CODE = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
+
+
+def sweep_jobs(cwd: Path, experiment: str = "toy") -> list[Path]:
+    [sweep] = (cwd / "outputs" / experiment / "multirun").iterdir()
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_submitit_local_sweep_then_report(tmp_path):
+    r = run_cli("-m", "experiment=toy", "seed=0,1", "cluster=local", "train.epochs=2",
+                cwd=tmp_path, toy=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    jobs = sweep_jobs(tmp_path)
+    assert [j.name for j in jobs] == ["0", "1"]
+    assert [summary(j)["seed"] for j in jobs] == [0, 1]
+    assert all(summary(j)["status"] == "completed" for j in jobs)
+    sweep = jobs[0].parent
+    r = run_cli(str(sweep), cwd=tmp_path, script="quadrun.report")
+    assert r.returncode == 0, r.stderr
+    md = (sweep / "report" / "table.md").read_text()
+    assert "| train.epochs=2 | 2 | 2 | 0 | 0 | 0 | 0 |" in md
+    assert (sweep / "report" / "table.tex").exists() and (sweep / "report" / "results.csv").exists()
+
+
+def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tmp_path):
+    r = run_cli("-m", "experiment=toy", "toy.fail_at=0,3", "toy.nan_after=0,2", "train.epochs=1",
+                cwd=tmp_path, toy=True, timeout=300)
+    jobs = sweep_jobs(tmp_path)
+    statuses = [summary(j)["status"] for j in jobs]
+    assert statuses == ["completed", "diverged", "failed", "failed"], statuses
+    assert "toy failure requested" in summary(jobs[2])["error"]
+    assert r.returncode == 0, r.stderr  # the sweep itself finished
+
+
+def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
+    args = ["experiment=toy", "toy.sleep=0.02", "train.epochs=6", "train.log_every=3"]
+    ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
+    ref_dir.mkdir(), job_dir.mkdir()
+    r = run_cli(*args, cwd=ref_dir, toy=True)
+    assert r.returncode == 0, r.stderr
+    [ref] = run_folders(ref_dir, "toy")
+
+    p = subprocess.Popen([sys.executable, "-c", CODE, "-m", *args, "cluster=local",
+                          TOY_SEARCHPATH], cwd=job_dir, env=cli_env(toy=True),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
+        assert time.time() - t0 < 120 and p.poll() is None, "job never checkpointed"
+        time.sleep(0.05)
+    [job] = sweep_jobs(job_dir)
+    pid = json.loads((job / "meta.json").read_text())["pid"]
+    import os
+    os.kill(pid, signal.SIGUSR2)  # submitit's preemption / pre-timeout signal
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    meta = json.loads((job / "meta.json").read_text())
+    assert meta["attempts"] == 2 and meta["pid"] != pid  # a new process resumed the folder
+    a, b = summary(ref), summary(job)
+    assert b["status"] == "completed"
+    for key in ("val/mse", "weights_sum", "steps"):
+        assert a[key] == b[key], key
+    assert (ref / "metrics.jsonl").read_text() == (job / "metrics.jsonl").read_text()
