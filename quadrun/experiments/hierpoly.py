@@ -368,3 +368,43 @@ def run(cfg, ctx) -> dict:
     diverged = sum(r["status"] != "completed" for r in results)
     return {"points": points, "slope": slopes, "n_star": stars, "target_error": c.target_error,
             "k": c.k, "seconds": seconds, "diverged_points": diverged}
+
+
+# ---- pooling the jobs of a sweep over d ------------------------------------------------------
+
+def combine(folder) -> dict:
+    """Pool the `points` of every completed run under `folder` (e.g. the paper sweep, one
+    job per d) and return {"n_star", "slope", "runs"} computed across all of them."""
+    import json
+    from pathlib import Path
+
+    points, runs, meta = [], 0, {}
+    for path in sorted(Path(folder).rglob("summary.json")):
+        s = json.loads(path.read_text())
+        if s.get("experiment") != "hierpoly" or s.get("status") != "completed":
+            continue
+        runs += 1
+        points += s.get("points", [])
+        meta = {"target_error": s.get("target_error"), "k": s.get("k")}
+    if not runs:
+        raise SystemExit(f"no completed hierpoly runs under {folder}")
+    target = meta["target_error"]
+    out = {"runs": runs, "target_error": target, "n_star": {}, "slope": {}}
+    for learner in sorted({p["learner"] for p in points}):
+        out["n_star"][learner], out["slope"][learner] = scaling(points, learner, target, 1000)
+    return out
+
+
+def main(argv=None) -> None:
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m quadrun.experiments.hierpoly SWEEP_FOLDER", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(combine(args[0]), indent=2))
+
+
+if __name__ == "__main__":
+    main()

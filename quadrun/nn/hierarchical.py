@@ -110,7 +110,7 @@ def fit_layerwise(net: ThreeLayerNet, x1: torch.Tensor, h1: torch.Tensor, x2: to
     strengths. Stage 1 on (x1, h1), stage 2 on the fresh (x2, h2). Solves run in the
     dtype of x1 (float64 recommended) and the result is copied into the parameters."""
     dtype = x1.dtype
-    V, s = net.V.to(dtype), net.s.to(dtype)
+    V, s = net.V.detach().to(dtype), net.s.detach().to(dtype)
     act = SIGMA1[net.sigma1]
     stage1 = feature_ridge(lambda xb: act(xb @ V.T + s), x1, h1, lambdas)
     u = stage1.weights
@@ -118,7 +118,7 @@ def fit_layerwise(net: ThreeLayerNet, x1: torch.Tensor, h1: torch.Tensor, x2: to
     sd = g2.std()
     u = u / (sd if sd > 0 else 1.0)                 # g to unit variance on stage-2 data
     g2 = g2 / (sd if sd > 0 else 1.0)
-    a, b = net.a.to(dtype), net.b.to(dtype)
+    a, b = net.a.detach().to(dtype), net.b.detach().to(dtype)
 
     def outer_features(g):
         return torch.cat([torch.relu(g[:, None] * a + b), g[:, None], torch.ones_like(g)[:, None]], 1)
