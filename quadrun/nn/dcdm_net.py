@@ -51,6 +51,14 @@ class ResBlock(nn.Module):
         return x + F.relu(self.b(F.relu(self.a(x))))
 
 
+def unit_rms(r: torch.Tensor) -> torch.Tensor:
+    """r scaled to unit root-mean-square per sample. The solver feeds r / ||r||, whose
+    entries shrink like 1 / sqrt(cells) as the grid grows; rescaling makes the net see the
+    same magnitudes at every n (and makes its direction independent of r's scale)."""
+    dims = tuple(range(1, r.dim()))
+    return r / r.pow(2).mean(dims, keepdim=True).sqrt().clamp_min(1e-30)
+
+
 def _blocks(dim: int, width: int, count: int) -> nn.Sequential:
     return nn.Sequential(*[ResBlock(dim, width) for _ in range(count)])
 
@@ -68,7 +76,7 @@ class DCDMNet(nn.Module):
         self.last = _conv(dim, width, 1, k=1)        # per-cell 16 -> 1
 
     def forward(self, r):
-        h = self.fine_in(self.first(r))
+        h = self.fine_in(self.first(unit_rms(r)))
         c = self.coarse(_pool(h)) if min(h.shape[2:]) >= 2 else h
         h = self.fine_out(h + _up(c, h))
         return self.last(h)
@@ -103,7 +111,8 @@ class MultilevelDCDMNet(nn.Module):
         return self.up(h + self.gain * _up(c, h))
 
     def forward(self, r):
-        return self.last(self._cycle(self.first(r), self.levels(min(r.shape[2:]))))
+        h = self.first(unit_rms(r))
+        return self.last(self._cycle(h, self.levels(min(r.shape[2:]))))
 
 
 def build(arch: str, dim: int, width: int = 16, blocks: int = 2, coarsest: int = 8) -> nn.Module:

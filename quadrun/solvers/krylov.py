@@ -244,19 +244,30 @@ def ic_setup(system: PoissonSystem, A, **_) -> dict:
     return {"M": IC0(system, A.device, A.dtype)}
 
 
-def amg_setup(system: PoissonSystem, A, amg: str = "smoothed_aggregation", **_) -> dict:
-    """pyamg hierarchy (smoothed aggregation or Ruge-Stuben), one V-cycle as M (host)."""
+def amg_setup(system: PoissonSystem, A, amg: str = "smoothed_aggregation", seed: int = 0,
+              **_) -> dict:
+    """pyamg hierarchy (smoothed aggregation or Ruge-Stuben), one V-cycle as M (host).
+
+    pyamg estimates spectral radii from numpy's global random generator; it is seeded
+    here (and restored after) so the hierarchy, and the iteration count, is reproducible."""
     import pyamg
 
     kinds = {"smoothed_aggregation": pyamg.smoothed_aggregation_solver,
              "ruge_stuben": pyamg.ruge_stuben_solver}
     if amg not in kinds:
         raise ValueError(f"unknown amg {amg!r}; must be one of: {', '.join(kinds)}")
-    ml = kinds[amg](system.scipy)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        ml = kinds[amg](system.scipy)
+    finally:
+        np.random.set_state(state)
     P = ml.aspreconditioner(cycle="V")
 
-    def M(r):
-        return torch.from_numpy(P @ r.detach().cpu().numpy()).to(r.device, r.dtype)
+    def M(r):  # float64 on the host; the null-space part (round-off) removed first, since
+        # the coarsest level of a singular matrix would amplify it without bound
+        v = system.project(r.detach().cpu().double().numpy())
+        return torch.from_numpy(P @ v).to(r.device, r.dtype)
 
     return {"M": M}
 
