@@ -20,6 +20,7 @@ a resumed run skips what is done.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import List
@@ -33,6 +34,8 @@ from quadrun.nn.quadratic import param_groups
 from quadrun.nn.variety import variety_dimension
 from quadrun.schema import ConfigError, TrainConfig, spec
 from quadrun.training import Interrupted, TensorBatches, fit
+
+log = logging.getLogger("quadrun")
 
 
 # -- targets on [-1, 1]^d ------------------------------------------------------------------------
@@ -93,6 +96,8 @@ class Config:
     points_factor: float = spec(2.0, ge=1, le=100,
                                 help="random inputs = points_factor * params / outputs")
     rtol: float = spec(1e-8, gt=0, lt=1, help="singular values below rtol * s_max may be cut")
+    min_gap: float = spec(1e6, gt=1, help="smallest rank gap s_r/s_r+1 accepted; below it "
+                                          "dim is reported as null (unresolved)")
     # part 2: function fitting
     targets: List[str] = spec(list(TARGETS), choices=list(TARGETS))
     models: List[str] = spec(["relu_mlp", "square_mlp", "quad_relu", "compact_relu"],
@@ -136,7 +141,11 @@ def dimension_table(cfg, ctx) -> list:
                 key = f"dimension/{'-'.join(map(str, widths))}/{kind}/bias={bool(bias)}"
                 res = ctx.stage(key, lambda: variety_dimension(
                     widths, kind, bool(bias), points_factor=cfg.points_factor,
-                    seed=int(ctx.cfg.seed), rtol=cfg.rtol))
+                    seed=int(ctx.cfg.seed), rtol=cfg.rtol, min_gap=cfg.min_gap))
+                if res["dim"] is None:
+                    log.warning("dimension of %s %s bias=%s unresolved in float64 (rank gap "
+                                "%.1e < min_gap %.1e)", widths, kind, bool(bias), res["gap"],
+                                cfg.min_gap)
                 rows.append({"widths": widths, "kind": kind, "bias": bool(bias), **res})
     return rows
 
@@ -237,11 +246,13 @@ def markdown_tables(dims: list, fits: list, budget: int) -> str:
     lines = ["## Dimension of the functional variety (activation x^2)", "",
              "Numerical rank of the float64 Jacobian parameters -> outputs at random parameters "
              "and 2x enough random inputs (gap rule: quadrun.nn.variety). `ambient`: monomials "
-             "up to the output degree. Quadratic layers without bias keep the gate offset b_g.",
+             "up to the output degree. Quadratic layers without bias keep the gate offset b_g. "
+             "`unresolved`: the rank gap was below min_gap, float64 cannot tell the rank.",
              "", "| widths | kind | bias | params | dim | ambient | degree | gap s_r/s_r+1 |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in dims:
-        lines.append(f"| {r['widths']} | {r['kind']} | {r['bias']} | {r['params']} | {r['dim']} "
+        dim = "unresolved" if r["dim"] is None else r["dim"]
+        lines.append(f"| {r['widths']} | {r['kind']} | {r['bias']} | {r['params']} | {dim} "
                      f"| {r['ambient']} | {r['degree']} | {float(r['gap']):.1e} |")
     lines += ["", f"## Function fitting at a budget of {budget} parameters (within 5%)", "",
               "| target | model | widths | params | seeds | test MSE mean | test MSE std "
@@ -269,7 +280,7 @@ def plot_fits(cfg, ctx, plots: dict) -> None:
             for name in cfg.models:
                 ax.plot(x[:, 0], np.asarray(plots[(target, name)]), label=name)
             ax.set_xlabel("x")
-            ax.legend()
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
         else:
             n = cfg.plot_grid
             panels = [("target", truth)] + [(m, np.asarray(plots[(target, m)])) for m in cfg.models]

@@ -19,6 +19,9 @@ theta -> (f_theta(x_1), ..., f_theta(x_N)) at one random theta and N random inpu
   where s_{r+1} < rtol * s_1 (rtol 1e-8); when every s_i >= rtol * s_1 the matrix has full
   column rank. The gap s_r / s_{r+1} is returned so a caller can see how clear the cut was
   (float64 noise sits near 1e-15 * s_1; a clear gap is many orders of magnitude).
+  `variety_dimension` reports dim None ("unresolved") when that gap is below `min_gap`
+  (1e6): then float64 cannot tell the rank. This happens for very high output degrees,
+  e.g. quadratic networks with three or more x^2 activations (degree >= 128).
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def ambient_dimension(n_inputs: int, degree: int, n_outputs: int = 1) -> int:
 def jacobian(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """d model(x) / d theta as a float64 matrix [N * d_out, P], columns in the order of
     model.named_parameters() (each parameter flattened)."""
-    model = model.double()
+    model = model.double()  # in place: the caller's model becomes float64
     x = x.double()
     params = {k: v.detach() for k, v in model.named_parameters()}
 
@@ -110,9 +113,10 @@ def random_parameters_(model: torch.nn.Module, generator: torch.Generator) -> No
 
 def variety_dimension(widths: Sequence[int], kind: str = "conventional", bias: bool = True,
                       activation_degree: int = 2, points_factor: float = 2.0,
-                      seed: int = 0, rtol: float = 1e-8) -> dict:
+                      seed: int = 0, rtol: float = 1e-8, min_gap: float = 1e6) -> dict:
     """{"params", "dim", "ambient", "degree", "gap", "points"} for the network with
-    activation x^activation_degree (see the module docstring for the method)."""
+    activation x^activation_degree (see the module docstring for the method); dim is
+    None when the rank gap is below `min_gap` (not resolvable in float64)."""
     if activation_degree != 2:
         raise ValueError("only the activation x^2 is implemented")
     gen = torch.Generator().manual_seed(seed)
@@ -123,6 +127,6 @@ def variety_dimension(widths: Sequence[int], kind: str = "conventional", bias: b
     x = torch.rand(n_points, widths[0], generator=gen, dtype=torch.float64) * 2 - 1
     rank = numerical_rank(jacobian(model, x), rtol)
     degree = output_degree(widths, kind, activation_degree)
-    return {"params": n_params, "dim": rank.rank,
+    return {"params": n_params, "dim": rank.rank if rank.gap >= min_gap else None,
             "ambient": ambient_dimension(widths[0], degree, widths[-1]),
             "degree": degree, "gap": rank.gap, "points": n_points}
