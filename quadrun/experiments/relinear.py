@@ -73,6 +73,8 @@ class Config:
     beta: float = spec(1e-5, ge=0, help="L1 penalty on W_g, W_b (relinear_sw)")
     eval_batch: int = spec(1000, ge=1)
     batchstat_eval: bool = True
+    channels_last: bool = spec(True, help="convs in channels_last memory format (measured "
+                                          "faster on CUDA and on CPU; benchmarks/train.py)")
 
 
 def check(cfg) -> None:
@@ -167,13 +169,12 @@ def collapse(history: list, status: str, epochs: int, chance: float) -> Optional
 # -- the run ---------------------------------------------------------------------------------------
 def run(cfg, ctx) -> dict:
     tc, device = ctx.cfg.train, ctx.device
-    cuda = device.type == "cuda"
     data = load_images(cfg.dataset, ctx.cfg.data_dir, device, train_size=cfg.train_size,
                        test_size=cfg.test_size, download=cfg.download,
                        split_seed=cfg.split_seed, image_size=cfg.image_size,
-                       channels_last=cuda)
+                       channels_last=cfg.channels_last)
     model = build_model(cfg, data).to(device)
-    if cuda:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = count_parameters(model)
     log.info("relinear: %s %s%d (%s), %d parameters, %s %d train / %d test images",

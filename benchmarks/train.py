@@ -1,0 +1,233 @@
+"""Training-step throughput: quadrun's QResNet20 / ResNet20 versus a reference loop.
+
+    python benchmarks/train.py --device cpu --steps 4 --batch 128
+    python benchmarks/train.py --device cuda --steps 50 --batch 128 --precision bf16
+
+quadrun's path is the real one: `quadrun.training.fit` over device-resident CIFAR-shaped
+uint8 images (`TensorBatches` + batched `Augment`), the fused quadratic conv, param groups
+by role, losses summed on the device, channels_last convs (faster on CPU as well as on
+CUDA: see the report), bf16 autocast on CUDA when asked.
+
+The reference loop is written here the way the public ReLinear code trains: each quadratic
+layer is three separate convs (r, g, b), images come through a torch DataLoader with
+per-sample transforms (pad + random crop, flip, to-tensor, normalise, in Python), fp32,
+and `loss.item()` every step. Same model shape, batch and device.
+
+Methods are measured in interleaved rounds (each round times every method once), so slow
+drifts of a shared machine hit them alike; the median round is reported, with the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from quadrun.artifacts import RunContext
+from quadrun.data.images import Augment, ImageData
+from quadrun.nn.quadratic import param_groups
+from quadrun.nn.resnet import BLOCKS, ShortcutA, count_parameters, qresnet, resnet
+from quadrun.training import TensorBatches, fit
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+# -- the reference: three convs per quadratic layer, per-sample transforms ----------------------
+class RefQuadConv(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv_r = nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
+        self.conv_g = nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
+        self.conv_b = nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
+        nn.init.zeros_(self.conv_g.weight), nn.init.ones_(self.conv_g.bias)
+        nn.init.zeros_(self.conv_b.weight), nn.init.zeros_(self.conv_b.bias)
+
+    def forward(self, x):
+        return self.conv_r(x) * self.conv_g(x) + self.conv_b(x ** 2)
+
+
+class RefBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1, self.bn1 = RefQuadConv(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = RefQuadConv(cout, cout, 1), nn.BatchNorm2d(cout)
+        self.shortcut = ShortcutA(cin, cout, stride) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class RefQResNet(nn.Module):
+    def __init__(self, depth=20, num_classes=10):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for i, stride in enumerate((1, 2, 2)):
+            cout = 16 * 2 ** i
+            for j in range(BLOCKS[depth]):
+                layers.append(RefBlock(cin, cout, stride if j == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class PerSampleCifar(torch.utils.data.Dataset):
+    """HWC uint8 images, transformed one at a time in Python (as torchvision would)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+        self.mean = np.array(MEAN, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.array(STD, dtype=np.float32).reshape(3, 1, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        img = np.pad(self.images[i], ((4, 4), (4, 4), (0, 0)))           # RandomCrop(32, 4)
+        top, left = np.random.randint(0, 9, 2)
+        img = img[top:top + 32, left:left + 32]
+        if np.random.rand() < 0.5:                                        # RandomHorizontalFlip
+            img = img[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255  # ToTensor
+        x = (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)                # Normalize
+        return x, int(self.labels[i])
+
+
+def reference_epoch(model, loader, opt, device) -> float:
+    """The public code's loop: host batches moved per step, fp32, the batch accuracy and
+    `.item()` of loss and accuracy every step."""
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        prec = (out.float().topk(1, 1).indices[:, 0] == y).float().sum() * (100.0 / len(y))
+        total += loss.item() + 0 * prec.item()
+    return total
+
+
+# -- quadrun's path ------------------------------------------------------------------------------------
+def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, device, tmp: Path):
+    """A function that trains one epoch of `len(images) / batch` steps through `fit`."""
+    data = ImageData("bench", images, labels, images[:1], labels[:1],
+                     torch.tensor(MEAN, device=device), torch.tensor(STD, device=device), 10,
+                     channels_last=args.channels_last)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    batches = TensorBatches([images, labels], args.batch, transform=Augment(data, 4, True))
+    cfg = OmegaConf.create({"experiment": "bench", "scale": "bench", "seed": 0,
+                            "precision": args.precision, "compile": args.compile})
+    groups = param_groups(model, 0.1, 1e-4, role_lr={"quad_g": 1e-5, "quad_b": 1e-5})
+    count = [0]
+
+    def one_epoch():
+        count[0] += 1
+        tc = OmegaConf.create({"epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+                               "nesterov": False, "weight_decay": 1e-4, "schedule": "none",
+                               "milestones": [], "lr_decay": 0.1, "grad_clip": 0.0,
+                               "eval_every": 1, "log_every": 10 ** 9, "checkpoint_every": 0})
+        ctx = RunContext(tmp / f"run{id(model)}_{count[0]}", cfg, device)
+        fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
+            param_groups=groups, checkpoint=False)
+    return one_epoch
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=4, help="training steps per timed round")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="reference DataLoader workers (-1: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="quadrun's autocast on CUDA (the reference stays fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile quadrun's models")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="quadrun's convs in NCHW instead of channels_last (the experiment's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    n = args.steps * args.batch
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    images = torch.from_numpy(hwc.transpose(0, 3, 1, 2).copy()).to(device)
+    y = torch.from_numpy(labels).to(device)
+
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="quadrun_bench_"))
+    q_model, r_model, ref_model = qresnet(20), resnet(20), RefQResNet(20).to(device)
+    assert count_parameters(ref_model) == count_parameters(q_model)
+    ref_opt = torch.optim.SGD([
+        {"params": [p for n_, p in ref_model.named_parameters() if "conv_g" not in n_ and "conv_b" not in n_]},
+        {"params": [p for n_, p in ref_model.named_parameters() if "conv_g" in n_ or "conv_b" in n_],
+         "lr": 1e-5}], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loader = torch.utils.data.DataLoader(PerSampleCifar(hwc, labels), batch_size=args.batch,
+                                         shuffle=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda",
+                                         persistent_workers=workers > 0)
+    methods = {
+        "quadrun QResNet20": quadrun_runner(q_model, images, y, args, device, tmp),
+        "quadrun ResNet20": quadrun_runner(r_model, images, y, args, device, tmp),
+        "reference QResNet20": lambda: reference_epoch(ref_model, loader, ref_opt, device),
+    }
+    for fn in methods.values():  # warm-up (allocations, cudnn autotune, compile)
+        fn()
+    times = {k: [] for k in methods}
+    for _ in range(args.rounds):
+        for name, fn in methods.items():
+            times[name].append(timed(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: n / v for k, v in med.items()}
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {device} ({name}), batch {args.batch}, {args.steps} steps/round, "
+          f"{args.rounds} rounds, threads {torch.get_num_threads()}, reference workers "
+          f"{workers}, quadrun precision {args.precision}, channels_last {args.channels_last}")
+    for k in methods:
+        print(f"  {k:22s} {rate[k]:9.1f} images/s   {1000 * med[k] / args.steps:8.1f} ms/step")
+    speedup = rate["quadrun QResNet20"] / rate["reference QResNet20"]
+    step_ratio = med["quadrun QResNet20"] / med["quadrun ResNet20"]
+    print(f"quadrun QResNet20 / reference QResNet20 images/s: {speedup:.2f}x")
+    print(f"quadrun QResNet20 / ResNet20 step time:          {step_ratio:.2f}x")
+    return {"images_per_s": rate, "speedup_vs_reference": speedup, "qresnet_over_resnet": step_ratio}
+
+
+if __name__ == "__main__":
+    main()
