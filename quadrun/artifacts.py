@@ -184,12 +184,17 @@ class RunContext:
     def finish(self, status: str, summary: dict) -> None:
         assert status in STATUSES, status
         self._meta["end"] = _now()
-        write_json(self.dir / "meta.json", self._meta)
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
                "seed": self.cfg.seed, **summary}
         if self._tb is not None:
             self._tb.close()
-        write_json(self.dir / "summary.json", out)  # last, atomic
+        try:
+            write_json(self.dir / "meta.json", self._meta)
+            write_json(self.dir / "summary.json", out)  # last, atomic
+        except OSError as exc:  # disk full: what was saved before stays as it was
+            log.error("could not write summary.json: %s", exc)
+            if status != "failed":
+                raise
 
     # -- metrics -----------------------------------------------------------------------
     def log(self, step: int, metrics: dict) -> None:
@@ -259,7 +264,9 @@ class RunContext:
             try:
                 state = load_checkpoint(path, map_location)
             except CheckpointError as exc:
-                log.error("%s; trying the previous checkpoint", exc)
+                aside = path.with_name(f"{path.name}.corrupt-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+                os.replace(path, aside)  # kept for inspection, never overwritten
+                log.error("%s; moved to %s; trying the previous checkpoint", exc, aside.name)
                 continue
             if state.get("experiment") != self.cfg.experiment or \
                     state.get("fingerprint") != self.fingerprint:
@@ -269,9 +276,9 @@ class RunContext:
                     f"this run is {self.cfg.experiment}, {self.fingerprint}. "
                     "Use a new run folder, or the same overrides as that run")
             return state
-        if any(self.checkpoint_path(n).exists() for n in ("last", "prev")):
-            raise CheckpointError(f"no usable checkpoint in {self.dir / 'checkpoints'}: "
-                                  "every file there is corrupt (left untouched)")
+        if list((self.dir / "checkpoints").glob("*.corrupt-*")):
+            raise CheckpointError(f"no usable checkpoint in {self.dir / 'checkpoints'}: every "
+                                  "one is corrupt (kept as *.corrupt-*); start a new run folder")
         return None
 
     # -- stages of multi-part experiments --------------------------------------------------------

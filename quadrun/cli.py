@@ -6,6 +6,7 @@ no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run
 """
 from __future__ import annotations
 
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -43,8 +44,6 @@ def _one_line(exc: BaseException) -> str:
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
-        import re
-
         text = str(exc)
         found = re.search(r"Could not find '([^']+)'", text)
         if found:
@@ -114,10 +113,31 @@ def _variants(overrides: list) -> list:
     return variants[:64]
 
 
-def preflight(argv: list, experiments: dict) -> list:
-    """Validate the command line; return the argv that Hydra should see."""
+def _compose(overrides: list):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _culprit(overrides: list) -> str | None:
+    """The first override without which the config composes."""
+    for i, o in enumerate(overrides):
+        try:
+            _compose(overrides[:i] + overrides[i + 1:])
+            return o
+        except Exception:
+            continue
+    return None
+
+
+def preflight(argv: list, experiments: dict) -> list:
+    """Validate the command line; return the argv that Hydra should see."""
     from omegaconf import open_dict
 
     from quadrun.schema import validate
@@ -139,14 +159,15 @@ def preflight(argv: list, experiments: dict) -> list:
     except Exception as exc:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
     for variant in variants:
-        GlobalHydra.instance().clear()
         try:
-            with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-                cfg = compose("config", overrides=variant)
+            cfg = _compose(variant)
         except Exception as exc:
-            raise ConfigError(_one_line(exc)) from None
-        finally:
-            GlobalHydra.instance().clear()
+            message = _one_line(exc)
+            if not re.match(r"^[^\s:]+: ", message):  # name the override that breaks it
+                culprit = _culprit(variant)
+                if culprit:
+                    message = f"{culprit.split('=', 1)[0].lstrip('+~')}: {message} (in {culprit!r})"
+            raise ConfigError(message) from None
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)

@@ -34,20 +34,20 @@ def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=
 @dataclass
 class TrainConfig:
     """The one training loop's settings (quadrun.training.fit)."""
-    epochs: int = spec(10, ge=1)
-    batch_size: int = spec(128, ge=1)
+    epochs: int = spec(10, ge=1, le=1_000_000)
+    batch_size: int = spec(128, ge=1, le=1_048_576)
     optimizer: str = spec("sgd", choices=["sgd", "adam", "adamw"])
     lr: float = spec(0.1, gt=0, le=10)
     momentum: float = spec(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = spec(0.0, ge=0, le=1)
     schedule: str = spec("multistep", choices=["none", "multistep", "cosine"])
-    milestones: List[int] = spec([], ge=1, help="epochs at which the lr is multiplied by lr_decay")
+    milestones: List[int] = spec([], ge=1, le=1_000_000, help="epochs at which the lr is multiplied by lr_decay")
     lr_decay: float = spec(0.1, gt=0, le=1)
-    grad_clip: float = spec(0.0, ge=0, help="max gradient norm; 0 turns clipping off")
-    eval_every: int = spec(1, ge=1, help="epochs between evaluations")
-    log_every: int = spec(50, ge=1, help="steps between logged points")
-    checkpoint_every: int = spec(0, ge=0, help="steps between checkpoints; 0: each epoch end")
+    grad_clip: float = spec(0.0, ge=0, le=1e6, help="max gradient norm; 0 turns clipping off")
+    eval_every: int = spec(1, ge=1, le=1_000_000, help="epochs between evaluations")
+    log_every: int = spec(50, ge=1, le=10**9, help="steps between logged points")
+    checkpoint_every: int = spec(0, ge=0, le=10**9, help="steps between checkpoints; 0: each epoch end")
 
 
 @dataclass
@@ -110,6 +110,8 @@ def _check_field(key: str, value: Any, meta: dict) -> None:
     for v in _numbers(value):
         if isinstance(v, float) and math.isnan(v):
             raise ConfigError(f"{key}: NaN is not allowed; give a number")
+        if isinstance(v, float) and math.isinf(v):
+            raise ConfigError(f"{key}: {v} is not allowed; give a finite number")
         bounds = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
                   ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)]
         for name, sym, ok in bounds:

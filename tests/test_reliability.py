@@ -1,0 +1,229 @@
+"""Kills, corrupt files, hostile checkpoints, malformed overrides and full disks lose nothing."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+from quadrun import artifacts
+from quadrun.artifacts import CheckpointError, load_checkpoint
+
+CODE = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
+TOY = ["experiment=toy", "toy.sleep=0.01", "train.epochs=5", "train.log_every=2",
+       "train.checkpoint_every=1"]
+
+
+def reference(tmp_path: Path, args=TOY) -> Path:
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    r = run_cli(*args, cwd=ref, toy=True)
+    assert r.returncode == 0, r.stderr
+    return run_folders(ref, "toy")[0]
+
+
+def assert_same_result(ref: Path, run: Path) -> None:
+    a, b = summary(ref), summary(run)
+    assert b["status"] == "completed"
+    for key in ("val/mse", "weights_sum", "steps"):
+        assert a[key] == b[key], key
+    assert (ref / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_sigkill_at_ten_random_moments_then_resume_equals_uninterrupted(tmp_path):
+    ref = reference(tmp_path)
+    work = tmp_path / "killed"
+    work.mkdir()
+    folder = work / "run"
+    rng = random.Random(20261126)
+    kills = 0
+    for attempt in range(10):
+        p = subprocess.Popen([sys.executable, "-c", CODE, *TOY, f"hydra.run.dir={folder}",
+                              TOY_SEARCHPATH], cwd=work, env=cli_env(toy=True),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # wait for training to be under way (a checkpoint exists), then a random moment:
+        # checkpoints are written every step, so many kills land during a write
+        t0 = time.time()
+        while not (folder / "checkpoints" / "last.pt").exists() and p.poll() is None \
+                and time.time() - t0 < 60:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(60)
+    assert kills >= 5  # most attempts were killed mid-run
+    r = run_cli(*TOY, f"hydra.run.dir={folder}", cwd=work, toy=True)
+    assert r.returncode == 0, r.stderr
+    assert_same_result(ref, folder)
+
+
+def _interrupted_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A run stopped by SIGTERM after a few checkpoints (last.pt and prev.pt exist)."""
+    work = tmp_path / "cut"
+    work.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", CODE, *TOY, TOY_SEARCHPATH], cwd=work,
+                         env=cli_env(toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not list(work.glob("outputs/toy/*/checkpoints/prev.pt")):
+        assert time.time() - t0 < 60 and p.poll() is None
+        time.sleep(0.01)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    assert p.returncode == 3
+    return work, run_folders(work, "toy")[0]
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous(tmp_path):
+    ref = reference(tmp_path)
+    work, run = _interrupted_run(tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # truncated, as by a failing disk
+    r = run_cli(f"resume={run}", cwd=work, toy=True)
+    assert r.returncode == 0, r.stderr
+    assert f"checkpoint {last} cannot be loaded" in r.stderr + (run / "quadrun.log").read_text()
+    [aside] = (run / "checkpoints").glob("last.pt.corrupt-*")
+    assert aside.read_bytes() == data[: len(data) // 2]  # kept, not overwritten
+    assert_same_result(ref, run)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    work, run = _interrupted_run(tmp_path)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    r = run_cli(*TOY, "toy.width=8", f"hydra.run.dir={run}", cwd=work, toy=True)
+    assert r.returncode == 2
+    [line] = [l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]
+    assert f"checkpoint {run / 'checkpoints' / 'last.pt'} belongs to another experiment or config" in line
+    assert "Traceback" not in r.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['QUADRUN_PWNED']}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("QUADRUN_PWNED", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _Exploit()}, path)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be loaded"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_disk_full_while_checkpointing_keeps_previous_state(tmp_path, monkeypatch):
+    """A write error mid-run: a clear error; the last good checkpoint and metrics intact."""
+    from test_core import compose_cfg
+    from quadrun.runner import RunFailed, run
+
+    os.environ["QUADRUN_EXPERIMENTS"] = "toy=plugins.toy"
+    try:
+        cfg, _ = compose_cfg("experiment=toy", "train.epochs=3", "train.log_every=2",
+                             f"hydra.searchpath=[file://{Path(__file__).parent / 'plugins' / 'configs'}]")
+    finally:
+        del os.environ["QUADRUN_EXPERIMENTS"]
+    from omegaconf import open_dict
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    monkeypatch.setenv("QUADRUN_EXPERIMENTS", "toy=plugins.toy")
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 6:  # config, meta, first checkpoints go through; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(artifacts.os, "fsync", failing_fsync)
+    with pytest.raises(RunFailed, match="No space left on device"):
+        run(cfg, run_dir=tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] > 0
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r["step"] <= 24 for r in rows)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))  # no half files left
+
+
+# -- malformed overrides ------------------------------------------------------------------------
+KEYS = ["seed", "train.epochs", "train.lr", "train.batch_size", "train.optimizer", "device",
+        "precision", "threads", "scale", "experiment", "train.milestones", "toy.width", "data_dir"]
+BAD_VALUES = st.one_of(
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "-1", "0", "''", "1e400", "-1e9",
+                     "99999999999999999999999", "[1,x]", "{a: 1}", "null", "true", "ünï", "😀",
+                     "x" * 300, "'   '", "1.5", "[[]]"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12),
+)
+BAD_OVERRIDES = st.one_of(
+    st.tuples(st.sampled_from(KEYS), BAD_VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.from_regex(r"[a-zßü_]{1,10}(\.[a-zß]{1,8})?=[0-9a-z]{0,5}", fullmatch=True)
+      .filter(lambda s: s.split("=")[0] not in KEYS + ["resume", "compile", "logger"]),
+)
+
+
+def _check_rejected_or_valid(override: str) -> None:
+    """Either a clean ConfigError (one line) or a config that passes every check."""
+    from quadrun import registry
+    from quadrun.cli import preflight
+    from quadrun.schema import ConfigError, register
+
+    experiments = registry.load_all()
+    register(experiments)
+    try:
+        preflight(["experiment=toy", override, TOY_SEARCHPATH], experiments)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message and "\n" not in message and len(message) < 2000, message
+        assert ":" in message  # names a key
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(BAD_OVERRIDES)
+def test_malformed_overrides_in_process(monkeypatch_session_toy, override):
+    _check_rejected_or_valid(override)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_session_toy():
+    old = os.environ.get("QUADRUN_EXPERIMENTS")
+    os.environ["QUADRUN_EXPERIMENTS"] = "toy=plugins.toy"
+    yield
+    if old is None:
+        del os.environ["QUADRUN_EXPERIMENTS"]
+    else:
+        os.environ["QUADRUN_EXPERIMENTS"] = old
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(override=st.tuples(st.sampled_from(KEYS[:9] + ["train.nope", "ü", "toy.width"]),
+                          st.sampled_from(["nan", "inf", "-1", "1e400", "''", "ünï", "[1,x]",
+                                           "99999999999999999999999", "😀", "{a: 1}"]))
+       .map(lambda kv: f"{kv[0]}={kv[1]}"))
+def test_malformed_overrides_through_the_cli(tmp_path_factory, override):
+    cwd = tmp_path_factory.mktemp("fuzz")
+    r = run_cli("experiment=toy", override, "train.epochs=1", cwd=cwd, toy=True, timeout=120)
+    if r.returncode == 0:  # a value that happens to be valid ran normally to completion
+        assert summary(run_folders(cwd, "toy")[0])["status"] == "completed"
+        return
+    assert r.returncode == 2, (override, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("quadrun: error: "), (override, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert not (cwd / "outputs").exists(), override  # no half-written run folder

@@ -1,0 +1,80 @@
+"""Slow tier: sweeps on a real single-node SLURM cluster started by the test set-up."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS, TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+SLURM = ["cluster=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.timeout_min=20"]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    r = subprocess.run(["bash", str(TESTS / "slurm" / "start_cluster.sh"),
+                        str(tmp_path_factory.mktemp("slurm-state"))],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode == 3:
+        pytest.skip(f"SLURM daemons cannot be installed here: {r.stdout.strip()}")
+    assert r.returncode == 0 and "ready" in r.stdout, r.stdout + r.stderr
+    yield
+
+
+def jobs_of(cwd: Path) -> list[Path]:
+    [sweep] = (cwd / "outputs" / "toy" / "multirun").iterdir()
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_two_job_sweep_on_slurm_then_report(slurm_cluster, tmp_path):
+    r = run_cli("-m", "experiment=toy", "seed=0,1", "train.epochs=2", *SLURM, cwd=tmp_path,
+                toy=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    jobs = jobs_of(tmp_path)
+    assert len(jobs) == 2
+    for i, job in enumerate(jobs):
+        s = summary(job)
+        assert s["status"] == "completed" and s["seed"] == i and s["steps"] == 16
+        meta = json.loads((job / "meta.json").read_text())
+        assert meta["slurm"]["SLURM_JOB_ID"]  # ran as a SLURM job
+    r = run_cli(str(jobs[0].parent), cwd=tmp_path, script="quadrun.report")
+    assert r.returncode == 0, r.stderr
+    assert "| train.epochs=2 | 2 | 2 | 0 | 0 | 0 | 0 |" in (jobs[0].parent / "report" / "table.md").read_text()
+
+
+def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):
+    args = ["experiment=toy", "toy.sleep=0.05", "train.epochs=6", "train.log_every=3"]
+    ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
+    ref_dir.mkdir(), job_dir.mkdir()
+    assert run_cli(*args, cwd=ref_dir, toy=True).returncode == 0
+    [ref] = run_folders(ref_dir, "toy")
+    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
+    p = subprocess.Popen([sys.executable, "-c", code, "-m", *args, *SLURM, TOY_SEARCHPATH],
+                         cwd=job_dir, env=cli_env(toy=True), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
+        assert time.time() - t0 < 300 and p.poll() is None, "job never checkpointed"
+        time.sleep(0.1)
+    [job] = jobs_of(job_dir)
+    slurm_id = json.loads((job / "meta.json").read_text())["slurm"]["SLURM_JOB_ID"]
+    # what SLURM sends `signal_delay_s` before the time limit
+    subprocess.run(["scancel", "--signal=USR2", slurm_id], check=True)  # to the job steps
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    meta = json.loads((job / "meta.json").read_text())
+    assert meta["attempts"] == 2
+    assert meta["slurm"].get("SLURM_RESTART_COUNT") == "1"  # requeued by SLURM itself
+    a, b = summary(ref), summary(job)
+    assert b["status"] == "completed"
+    for key in ("val/mse", "weights_sum", "steps"):
+        assert a[key] == b[key], key
+    assert (ref / "metrics.jsonl").read_text() == (job / "metrics.jsonl").read_text()
