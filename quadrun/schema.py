@@ -110,6 +110,8 @@ def _check_field(key: str, value: Any, meta: dict) -> None:
     for v in _numbers(value):
         if isinstance(v, float) and math.isnan(v):
             raise ConfigError(f"{key}: NaN is not allowed; give a number")
+        if isinstance(v, int) and not -2**63 <= v < 2**63:
+            raise ConfigError(f"{key}: {v} is out of range; must fit in a 64-bit integer")
         if isinstance(v, float) and math.isinf(v):
             raise ConfigError(f"{key}: {v} is not allowed; give a finite number")
         bounds = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),

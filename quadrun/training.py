@@ -106,6 +106,11 @@ def _progress(total: int, done: int, name: str):
     return bar
 
 
+def _prefixed(name: str, metrics: dict) -> dict:
+    """Metric names of the main fit as they are (`train/loss`); of others under their name."""
+    return metrics if name == "train" else {f"{name}/{k}": v for k, v in metrics.items()}
+
+
 def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
         param_groups: Optional[list] = None, evaluate: Optional[Callable] = None,
         monitor: Optional[tuple] = None, penalty: Optional[Callable] = None,
@@ -177,8 +182,8 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
                         status = "diverged"
                         break
                     mean = (loss_sum / window).item()
-                    ctx.log(step, {"train/loss": mean, "train/lr": opt.param_groups[0]["lr"],
-                                   "epoch": step / steps_per_epoch})
+                    ctx.log(step, _prefixed(name, {"train/loss": mean, "epoch": step / steps_per_epoch,
+                                                   "train/lr": opt.param_groups[0]["lr"]}))
                     rate = window * data.batch_size / (time.perf_counter() - t0)
                     if bar is not None:
                         bar.update(bar.task_ids[0], completed=step,
@@ -205,7 +210,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
                 with torch.inference_mode(), autocast(device, precision):
                     metrics = {k: float(v) for k, v in evaluate(model).items()}
                 model.train()
-                ctx.log(step, metrics)
+                ctx.log(step, _prefixed(name, metrics))
                 history.append({"epoch": epoch, "step": step, **metrics})
                 if better(metrics):
                     best = {"epoch": epoch, "step": step, **metrics}

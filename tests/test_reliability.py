@@ -222,6 +222,11 @@ def test_malformed_overrides_through_the_cli(tmp_path_factory, override):
     if r.returncode == 0:  # a value that happens to be valid ran normally to completion
         assert summary(run_folders(cwd, "toy")[0])["status"] == "completed"
         return
+    if r.returncode == 1:  # valid but failing at run time: one line, run marked failed
+        assert summary(run_folders(cwd, "toy")[0])["status"] == "failed"
+        assert len([l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]) == 1
+        assert "Traceback" not in r.stderr
+        return
     assert r.returncode == 2, (override, r.stderr)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("quadrun: error: "), (override, r.stderr)

@@ -197,7 +197,7 @@ def fit_one(cfg, ctx, tc, target: str, model_name: str, seed: int, data) -> dict
         return torch.nn.functional.mse_loss(m(xb), yb)
 
     def evaluate(m):
-        return {f"{target}/{model_name}/test_mse": torch.nn.functional.mse_loss(m(x_te), y_te)}
+        return {"test/mse": torch.nn.functional.mse_loss(m(x_te), y_te)}
 
     res = fit(model, TensorBatches([x_tr, y_tr], tc.batch_size), loss_fn, ctx, tc,
               param_groups=groups, evaluate=evaluate, checkpoint=False,

@@ -11,7 +11,7 @@ from quadrun.training import TensorBatches, fit
 @dataclass
 class Config:
     n: int = spec(256, ge=1)
-    width: int = spec(16, ge=1)
+    width: int = spec(16, ge=1, le=4096)
     sleep: float = spec(0.0, ge=0, help="seconds per step, so a test can signal mid-run")
     nan_after: int = spec(0, ge=0, help="the loss turns NaN from this step on (0: never)")
     fail_at: int = spec(0, ge=0, help="raise an error at this step (0: never)")
