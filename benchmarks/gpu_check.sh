@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU check: GPU-tier tests, one CUDA smoke run of every experiment, the training and
+# solver benchmarks, and one epoch of QResNet20 relinear_sg on CIFAR-shaped data.
+# Run from the repository root on a machine with one CUDA GPU:
+#     OUT=gpu_results bash benchmarks/gpu_check.sh [DCDM_MODEL_3D.pt]
+# Everything is appended to $OUT/gpu_check.txt. Each step has its own time limit, so one
+# slow step cannot starve the rest; the whole check is sized for under 5 minutes on an H100
+# (the CUDA smoke runs of the other experiments: pytest -m gpu tests/test_gpu.py).
+# Packages the machine lacks (hydra-core, omegaconf, antlr4, pyamg) may lie as wheels in
+# .whl/; they are installed into /tmp/site first.
+set -u
+OUT=${OUT:-gpu_results}
+mkdir -p "$OUT"
+REPORT="$OUT/gpu_check.txt"
+MODEL=${1:-}
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
+step() {  # step SECONDS TITLE COMMAND...
+    local limit=$1 title=$2; shift 2
+    echo "=== $title  ($(date +%T), limit ${limit}s)" | tee -a "$REPORT"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
+    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
+}
+step 15 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+    python3 -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.get_device_name())'"
+step 50 "benchmark: training step, fp32" python3 benchmarks/train.py --device cuda --steps 20 --rounds 3 --batch 128
+step 35 "benchmark: training step, bf16" python3 benchmarks/train.py --device cuda --steps 20 --rounds 3 --batch 128 --precision bf16
+CKPT=()
+[ -n "$MODEL" ] && [ -f "$MODEL" ] && CKPT=(--checkpoint "$MODEL")
+step 40 "benchmark: solvers 3-D 64^3" python3 benchmarks/solvers.py --device cuda --n 64 --repeats 1 "${CKPT[@]}"
+step 50 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 "${CKPT[@]}"
+step 40 "relinear: one epoch QResNet20 relinear_sg, 50000 CIFAR-shaped images, bf16" \
+    python3 -m quadrun experiment=relinear scale=smoke device=cuda precision=bf16 \
+    relinear.strategy=relinear_sg relinear.dataset=synthetic relinear.image_size=32 \
+    relinear.width=16 relinear.pad=4 relinear.train_size=50000 relinear.test_size=10000 \
+    relinear.eval_batch=1000 train.epochs=1 train.batch_size=128 train.milestones=[] \
+    train.log_every=100 hydra.run.dir=/tmp/gpu_relinear
+step 60 "GPU-tier tests" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py \
+    -k "not smoke or relinear or dcdm"
+echo "=== done $(date +%T)" | tee -a "$REPORT"
