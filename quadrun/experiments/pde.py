@@ -224,15 +224,26 @@ def _plots(ctx, results, reference, widths, target) -> None:
         ax.set_xlabel("width m")
         ax.set_ylabel("relative L2 error")
         ax.set_title("two-layer networks: error vs width")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_xticks(sorted({w for _, _, w in med}), [str(w) for w in sorted({w for _, _, w in med})])
+        ax.minorticks_off()
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         ctx.save_figure(fig, "error_vs_width")
 
         fig, ax = plt.subplots(figsize=(5, 4))
+        all_widths = sorted({w for _, _, w in med})
         for solver, by_d in widths.items():
             pts = sorted((int(d), w) for d, w in by_d.items() if w is not None)
+            missed = sorted(int(d) for d, w in by_d.items() if w is None)
+            line = None
             if pts:
-                ax.semilogy(*zip(*pts), styles[solver][0], marker=styles[solver][1],
-                            label=solver.replace("_", " "))
+                (line,) = ax.semilogy(*zip(*pts), styles[solver][0], marker=styles[solver][1],
+                                      label=solver.replace("_", " "))
+            if missed:  # the target was not reached at any width tried: drawn above the top
+                ax.semilogy(missed, [2 * all_widths[-1]] * len(missed), "x", ms=9,
+                            color=line.get_color() if line else None,
+                            label=f"{solver.replace('_', ' ')}: not reached")
+        ax.set_yticks(all_widths, [str(w) for w in all_widths])
+        ax.minorticks_off()
         ax.set_xlabel("dimension d")
         ax.set_ylabel(f"smallest width with rel. L2 <= {target:g}")
         ax.set_title("width needed for the target error")

@@ -21,8 +21,7 @@ neuron's transition (hyperplane w.x + b = 0) passes through the domain.
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch

@@ -165,10 +165,6 @@ class Problem:
             return 0.5, math.pi ** 2 / 2, m4
         return 0.5 ** d, d * math.pi ** 2 * 0.5 ** d, (3 / 8) ** d
 
-    def norms(self, x):
-        """(||u*||^2, ||grad u*||^2) estimated at the points x (for relative errors)."""
-        return (self.u_star(x) ** 2).mean(), (self.grad_u_star(x) ** 2).sum(-1).mean()
-
 
 def relative_errors(problem: Problem, x, u, grad) -> dict:
     """Relative L2 and H1 errors of (u, grad u) against u* and the paired energy gap
