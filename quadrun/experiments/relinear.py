@@ -2,7 +2,7 @@
 
     quadrun experiment=relinear relinear.strategy=relinear_sg
     quadrun -m experiment=relinear sweep=relinear_ablation          # strategies x seeds
-    python -m quadrun.experiments.relinear outputs/relinear/multirun/<sweep>   # the table
+    python -m quadrun.experiments.relinear outputs/relinear/multirun/<sweep>  # the table
 
 Strategies (`relinear.strategy`):
 - conventional:    the plain CIFAR ResNet of the same depth.
@@ -229,18 +229,20 @@ def run(cfg, ctx) -> dict:
 
 
 # -- the ablation table from a sweep folder (until quadrun-report takes it over) -------------------
-def table(sweep_dir) -> str:
+def table(*sweep_dirs) -> str:
     """strategy | params | test acc mean +- std | best | collapsed/total, one row per
-    strategy (and depth/form when the sweep varies them), from the jobs' summary.json."""
+    strategy (and depth/form when the sweep varies them), from the jobs' summary.json
+    in one or more sweep folders."""
     rows: dict = {}
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
+    paths = [p for d in sweep_dirs for p in sorted(Path(d).glob("*/summary.json"))]
+    for path in paths:
         s = json.loads(path.read_text())
         if s.get("experiment") != "relinear" or "strategy" not in s:
             continue
         key = (s.get("depth"), s.get("form"), s["strategy"])
         rows.setdefault(key, []).append(s)
     if not rows:
-        return f"no relinear runs with a summary.json under {sweep_dir}\n"
+        return f"no relinear runs with a summary.json under {', '.join(map(str, sweep_dirs))}\n"
     order = {s: i for i, s in enumerate(STRATEGIES)}
     lines = ["| depth | strategy | params | test acc (%) mean +- std | best (%) | "
              "batch-stats acc (%) | collapsed/total |",
@@ -261,10 +263,10 @@ def table(sweep_dir) -> str:
 
 def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m quadrun.experiments.relinear SWEEP_FOLDER", file=sys.stderr)
+    if not args:
+        print("usage: python -m quadrun.experiments.relinear SWEEP_FOLDER [...]", file=sys.stderr)
         sys.exit(2)
-    print(table(args[0]), end="")
+    print(table(*args), end="")
 
 
 if __name__ == "__main__":
