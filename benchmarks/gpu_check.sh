@@ -25,20 +25,20 @@ step() {  # step SECONDS TITLE COMMAND...
     timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
     echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
 }
-step 15 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+step 10 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
     python3 -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.get_device_name())'"
-step 50 "benchmark: training step, fp32" python3 benchmarks/train.py --device cuda --steps 20 --rounds 3 --batch 128
-step 35 "benchmark: training step, bf16" python3 benchmarks/train.py --device cuda --steps 20 --rounds 3 --batch 128 --precision bf16
+step 40 "benchmark: training step, fp32" python3 benchmarks/train.py --device cuda --steps 10 --rounds 3 --batch 128
 CKPT=()
 [ -n "$MODEL" ] && [ -f "$MODEL" ] && CKPT=(--checkpoint "$MODEL")
-step 40 "benchmark: solvers 3-D 64^3" python3 benchmarks/solvers.py --device cuda --n 64 --repeats 1 "${CKPT[@]}"
-step 50 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 "${CKPT[@]}"
-step 40 "relinear: one epoch QResNet20 relinear_sg, 50000 CIFAR-shaped images, bf16" \
+step 35 "benchmark: solvers 3-D 64^3" python3 benchmarks/solvers.py --device cuda --n 64 --repeats 1 "${CKPT[@]}"
+step 35 "relinear: one epoch QResNet20 relinear_sg, 50000 CIFAR-shaped images, bf16" \
     python3 -m quadrun experiment=relinear scale=smoke device=cuda precision=bf16 \
     relinear.strategy=relinear_sg relinear.dataset=synthetic relinear.image_size=32 \
     relinear.width=16 relinear.pad=4 relinear.train_size=50000 relinear.test_size=10000 \
     relinear.eval_batch=1000 train.epochs=1 train.batch_size=128 train.milestones=[] \
     train.log_every=100 hydra.run.dir=/tmp/gpu_relinear
+step 40 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 "${CKPT[@]}"
+step 30 "benchmark: training step, bf16" python3 benchmarks/train.py --device cuda --steps 10 --rounds 3 --batch 128 --precision bf16
 step 60 "GPU-tier tests" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py \
     -k "not smoke or relinear or dcdm"
 echo "=== done $(date +%T)" | tee -a "$REPORT"
