@@ -126,7 +126,9 @@ def reference_epoch(model, loader, opt, device) -> float:
 
 # -- quadrun's path ------------------------------------------------------------------------------------
 def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, device, tmp: Path):
-    """A function that trains one epoch of `len(images) / batch` steps through `fit`."""
+    """Functions that train one epoch of `len(images) / batch` steps: through `fit`, and
+    (for --breakdown) the bare forward/backward/SGD steps on the same augmented batches,
+    and the augmented batches alone."""
     data = ImageData("bench", images, labels, images[:1], labels[:1],
                      torch.tensor(MEAN, device=device), torch.tensor(STD, device=device), 10,
                      channels_last=args.channels_last)
@@ -148,7 +150,20 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
         ctx = RunContext(tmp / f"run{id(model)}_{count[0]}", cfg, device)
         fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
             param_groups=groups, checkpoint=False)
-    return one_epoch
+
+    bare_opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def bare_epoch():
+        for x, y in batches.epoch(torch.Generator().manual_seed(0)):
+            loss = F.cross_entropy(model(x), y)
+            bare_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            bare_opt.step()
+
+    def batches_only():
+        for _ in batches.epoch(torch.Generator().manual_seed(0)):
+            pass
+    return one_epoch, bare_epoch, batches_only
 
 
 def timed(fn, device) -> float:
@@ -173,6 +188,8 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="quadrun's autocast on CUDA (the reference stays fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile quadrun's models")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time quadrun's bare steps (no fit loop) and its batches alone")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="quadrun's convs in NCHW instead of channels_last (the experiment's default)")
     args = p.parse_args(argv)
@@ -202,11 +219,14 @@ def main(argv=None) -> dict:
                                          shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda",
                                          persistent_workers=workers > 0)
+    q_fit, q_bare, q_batches = quadrun_runner(q_model, images, y, args, device, tmp)
     methods = {
-        "quadrun QResNet20": quadrun_runner(q_model, images, y, args, device, tmp),
-        "quadrun ResNet20": quadrun_runner(r_model, images, y, args, device, tmp),
+        "quadrun QResNet20": q_fit,
+        "quadrun ResNet20": quadrun_runner(r_model, images, y, args, device, tmp)[0],
         "reference QResNet20": lambda: reference_epoch(ref_model, loader, ref_opt, device),
     }
+    if args.breakdown:
+        methods.update({"  QResNet20 bare steps": q_bare, "  augmented batches": q_batches})
     for fn in methods.values():  # warm-up (allocations, cudnn autotune, compile)
         fn()
     times = {k: [] for k in methods}
