@@ -119,30 +119,30 @@ def _train_config(c, epochs: int) -> "TrainConfig":
         weight_decay=c.weight_decay, schedule="cosine", eval_every=epochs, log_every=10 ** 9))
 
 
-# ---- learners: each returns (test predictions, learned feature on the test set or None) ----
+# ---- learners: each trains on `data` and returns (test predictions, feature on the test set
+# or None, fit status); `gen` seeds its random parts, `name` labels its training in the log --
 
-def _layerwise(c, d, k, data, test, gen, device):
+def _layerwise(c, d, data, test, gen, ctx, name):
     lc = c.layerwise
-    x, _, h = data
+    x, _, h = (t.to(ctx.device) for t in data)
     n2 = max(1, int(round(lc.stage2_fraction * len(x))))
-    net = ThreeLayerNet(d, lc.width1 or d ** k, lc.width2, lc.sigma1).double()
+    net = ThreeLayerNet(d, lc.width1 or d ** c.k, lc.width2, lc.sigma1).double()
     init_layerwise(net, gen, lc.bias_range)
-    net.to(device)
-    x, h = x.to(device), h.to(device)
+    net.to(ctx.device)
     fit_layerwise(net, x[:-n2], h[:-n2], x[-n2:], h[-n2:])
-    xt = test[0].to(device)
+    xt = test[0].to(ctx.device)
     with torch.no_grad():
-        return net(xt), net.feature(xt)
+        return net(xt), net.feature(xt), "completed"
 
 
-def _kernel(c, d, k, data, test, gen, device):
+def _kernel(c, d, data, test, gen, ctx, name):
     x, _, h = data
-    pred, _ = ntk_regression(x.to(device), h.to(device), test[0].to(device),
+    pred, _ = ntk_regression(x.to(ctx.device), h.to(ctx.device), test[0].to(ctx.device),
                              c.kernel.exact_max_n, c.kernel.rf_features, gen)
-    return pred, None
+    return pred, None, "completed"
 
 
-def _train(net, data, ctx, c, name, groups=None):
+def _train(net, data, ctx, c, name, groups=None) -> str:
     """Adam through the one loop on float32 copies of the data; returns the fit status."""
     x, _, h = data
     batches = TensorBatches([x.float().to(ctx.device), h.float().to(ctx.device)], c.batch_size)
@@ -151,22 +151,25 @@ def _train(net, data, ctx, c, name, groups=None):
     return res.status
 
 
-def _joint(c, d, k, data, test, gen, device, ctx, name):
+def _joint(c, d, data, test, gen, ctx, name):
     jc = c.joint
     net = ThreeLayerNet(d, jc.width1 or d * d, jc.width2, jc.sigma1)
     init_mup(net, gen)
-    status = _train(net.to(device), data, ctx, jc, name, mup_param_groups(net, jc.lr))
-    xt = test[0].float().to(device)
+    status = _train(net.to(ctx.device), data, ctx, jc, name, mup_param_groups(net, jc.lr))
+    xt = test[0].float().to(ctx.device)
     with torch.no_grad():
         return net(xt), net.feature(xt), status
 
 
-def _relu2(c, d, k, data, test, gen, device, ctx, name):
+def _relu2(c, d, data, test, gen, ctx, name):
     rc = c.relu2
-    net = two_layer_relu(d, rc.width, gen).to(device)
+    net = two_layer_relu(d, rc.width, gen).to(ctx.device)
     status = _train(net, data, ctx, rc, name)
     with torch.no_grad():
-        return net(test[0].float().to(device)).reshape(-1), None, status
+        return net(test[0].float().to(ctx.device)).reshape(-1), None, status
+
+
+TRAIN = {"layerwise": _layerwise, "joint": _joint, "kernel": _kernel, "relu2": _relu2}
 
 
 def _max_n(c, learner: str) -> int:
@@ -177,15 +180,7 @@ def _max_n(c, learner: str) -> int:
 def evaluate_point(c, learner: str, d: int, data, test, gen, ctx, name: str) -> dict:
     """Train one learner on `data` and score it on `test`: relative MSE, |corr|, seconds."""
     t0 = time.perf_counter()
-    status = "completed"
-    if learner == "layerwise":
-        pred, feat = _layerwise(c, d, c.k, data, test, gen, ctx.device)
-    elif learner == "kernel":
-        pred, feat = _kernel(c, d, c.k, data, test, gen, ctx.device)
-    elif learner == "joint":
-        pred, feat, status = _joint(c, d, c.k, data, test, gen, ctx.device, ctx, name)
-    else:
-        pred, feat, status = _relu2(c, d, c.k, data, test, gen, ctx.device, ctx, name)
+    pred, feat, status = TRAIN[learner](c, d, data, test, gen, ctx, name)
     seconds = time.perf_counter() - t0
     _, pt, ht = test
     pred = pred.double().cpu()
@@ -199,7 +194,8 @@ def evaluate_point(c, learner: str, d: int, data, test, gen, ctx, name: str) -> 
 
 def n_star(ns: List[float], errors: List[Optional[float]], target: float) -> Optional[float]:
     """Smallest n with error <= target on the grid, interpolated linearly in (log n,
-    log error) between the last point above and the first point below; None if never."""
+    log error) between the last point above and the first point below; None if never.
+    Already below at the first grid point: that n (an upper bound, the grid starts too late)."""
     errs = [e if e is not None and math.isfinite(e) else math.inf for e in errors]
     for i, e in enumerate(errs):
         if e <= target:
