@@ -129,7 +129,7 @@ def test_mup_init_scales():
     assert float(net.V.detach().std() * math.sqrt(8)) == pytest.approx(1, rel=0.1)
     assert float(net.u.detach().std() * 64) == pytest.approx(1, rel=0.25)
     assert float(net.c.detach().std() * 1000) == pytest.approx(1, rel=0.1)
-    assert float(net.w) == 0 and float(net.c0) == 0
+    assert float(net.w.detach()) == 0 and float(net.c0.detach()) == 0
 
 
 # ---- kernels and ridge -----------------------------------------------------------------------
