@@ -331,7 +331,7 @@ def newton(grid: Grid, u0: Optional[np.ndarray] = None, tol: float = 1e-15,
                 (size, size), matvec=lambda v: (grid.laplacian(v.reshape(shape)) +
                                                 (1 + curvature) * v.reshape(shape)).ravel(),
                 dtype=float)
-            s, info = scipy.sparse.linalg.cg(hess, g.ravel(), rtol=1e-14, atol=0.0,
+            s, _ = scipy.sparse.linalg.cg(hess, g.ravel(), rtol=1e-14, atol=0.0,
                                              maxiter=500, M=precond)
             s = s.reshape(shape)
         return s, grid.inner(g, s)
