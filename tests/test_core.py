@@ -52,7 +52,7 @@ def test_validate_names_key_and_range():
     with open_dict(cfg):
         cfg.pop("hydra", None)
     cfg.train.epochs = 0
-    with pytest.raises(ConfigError, match=r"^train\.epochs: 0 is out of range; must be >= 1$"):
+    with pytest.raises(ConfigError, match=r"^train\.epochs: 0 is out of range; must be >= 1 and <= 1000000$"):
         validate(cfg, experiments)
     cfg.train.epochs = 1
     cfg.train.milestones = [3, -1]
@@ -67,7 +67,7 @@ BAD_INPUTS = {
     "unknown top key": (["+nope=1"], "nope: unknown key"),
     "wrong type": (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be "
                    "converted to Integer"),
-    "negative epochs": (["train.epochs=-3"], "train.epochs: -3 is out of range; must be >= 1"),
+    "negative epochs": (["train.epochs=-3"], "train.epochs: -3 is out of range; must be >= 1 and <= 1000000"),
     "bad choice": (["device=tpu"], "device: 'tpu' is not allowed; must be one of: auto, cpu, cuda"),
     "unknown scale": (["scale=huge"], "scale: unknown 'huge'; must be one of: cpu, paper, smoke"),
     "NaN": (["train.lr=nan"], "train.lr: NaN is not allowed"),
