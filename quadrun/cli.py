@@ -183,7 +183,10 @@ def main(argv: list | None = None) -> None:
     except ConfigError as exc:
         _error(str(exc))
     sys.argv = [sys.argv[0]] + argv
-    _hydra_entry()
+    try:
+        _hydra_entry()
+    except ValueError as exc:  # Hydra's own argument checks (e.g. -m with --cfg)
+        _error(f"arguments: {str(exc).splitlines()[0]}")
 
 
 def _task(cfg) -> dict | None:
