@@ -73,6 +73,8 @@ def test_multilevel_gains_a_level_per_doubling_with_shared_weights():
     for n in (16, 64):
         assert net(torch.randn(1, 1, n, n)).shape == (1, 1, n, n)
     assert sum(p.numel() for p in net.parameters()) == count   # same weights at every n
+    capped = MultilevelDCDMNet(dim=2, width=8, blocks=1, coarsest=8, max_levels=2)
+    assert [capped.levels(n) for n in (8, 16, 32, 64, 128)] == [0, 1, 2, 2, 2]
 
 
 @pytest.mark.parametrize("arch", ["paper", "multilevel"])

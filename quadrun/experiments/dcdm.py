@@ -48,6 +48,7 @@ class Config:
     width: int = spec(16, ge=1)
     blocks: int = spec(2, ge=1, help="residual blocks per stage")
     coarsest: int = spec(8, ge=2, help="multilevel: pool until the grid is this wide")
+    max_levels: int = spec(0, ge=0, help="multilevel: cap on pooling levels; 0: no cap")
     train_sizes: int = spec(1, ge=1, le=4, help="train on train_n, train_n/2, ... together "
                             "(each with its own Ritz vectors): the shared multilevel weights "
                             "then see several depths")
@@ -98,7 +99,7 @@ class _TrainingSize:
 def train(cfg, ctx, i: int, dim: int):
     """The network for `dim`, trained at train_n[i] (or loaded when this run already did)."""
     n = cfg.train_n[i]
-    model = build(cfg.arch, dim, cfg.width, cfg.blocks, cfg.coarsest)
+    model = build(cfg.arch, dim, cfg.width, cfg.blocks, cfg.coarsest, cfg.max_levels)
     done = ctx.checkpoint_path(f"model_{dim}d")
     if done.exists():
         try:
@@ -174,6 +175,7 @@ def plot_histories(ctx, records: list, dim: int, tol: float) -> None:
         ax.set_xlabel("iteration", fontsize=8)
     axes[0][0].set_ylabel("||r|| / ||b||")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     ctx.save_figure(fig, f"residuals_{dim}d")
 
 
