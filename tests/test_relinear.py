@@ -251,6 +251,7 @@ def test_smoke_run_through_cli(cli):
     assert s["params"] == count_parameters(qresnet(20, width=8))
     assert 0 <= s["test/acc"] <= 100 and s["test/acc_best"] >= s["test/acc"]
     assert s["norm/quad_b"] < 0.1 < s["norm/quad_g"]  # W_b barely moved at lr 1e-5; b_g = 1
+    assert s["norm/W_g"] < 0.1 and s["norm/W_b"] < 0.1  # both start at 0
     metrics = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc_batchstats" in m for m in metrics)
 

@@ -126,6 +126,19 @@ def shrink_penalty(alpha: float, beta: float):
     return penalty
 
 
+def quadratic_weight_norms(model: nn.Module) -> dict:
+    """L2 norms of the quadratic weights alone (W_g, W_b; biases left out, since b_g starts
+    at 1): the collapse diagnostic that NOTES.md compares across strategies."""
+    sq = {"g": 0.0, "b": 0.0}
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, QuadraticConv2d):
+                for part, w in (("g", m.weight_g), ("b", m.weight_b)):
+                    if w is not None:
+                        sq[part] += float(w.float().square().sum())
+    return {f"norm/W_{k}": math.sqrt(v) for k, v in sq.items()}
+
+
 # -- evaluation -------------------------------------------------------------------------------
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module):
@@ -219,7 +232,8 @@ def run(cfg, ctx) -> dict:
         "test/acc": final.get("test/acc"), "test/acc_best": res.best.get("test/acc"),
         "test/acc_batchstats": final.get("test/acc_batchstats"),
         "norm/linear": norms["linear"], "norm/quad_g": norms["quad_g"],
-        "norm/quad_b": norms["quad_b"], "epochs": res.epoch, "steps": res.step,
+        "norm/quad_b": norms["quad_b"], **quadratic_weight_norms(model),
+        "epochs": res.epoch, "steps": res.step,
         "train/images_per_s": res.step * batches.batch_size / max(train_time, 1e-9),
     }
     log.info("relinear: %s test acc %.2f%% (best %s, batch-stats %s), collapsed: %s",
