@@ -49,22 +49,31 @@ def test_sigkill_at_ten_random_moments_then_resume_equals_uninterrupted(tmp_path
     folder = work / "run"
     rng = random.Random(20261126)
     kills = 0
+    last = folder / "checkpoints" / "last.pt"
+    steps = []
     for attempt in range(10):
+        before = last.stat().st_mtime_ns if last.exists() else None
         p = subprocess.Popen([sys.executable, "-c", CODE, *TOY, f"hydra.run.dir={folder}",
                               TOY_SEARCHPATH], cwd=work, env=cli_env(toy=True),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # wait for training to be under way (a checkpoint exists), then a random moment:
-        # checkpoints are written every step, so many kills land during a write
+        # wait until this process is training (it has written a checkpoint of its own), then
+        # a random moment: checkpoints are written every step, so many kills land mid-write
         t0 = time.time()
-        while not (folder / "checkpoints" / "last.pt").exists() and p.poll() is None \
-                and time.time() - t0 < 60:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))
+        while p.poll() is None and time.time() - t0 < 60:
+            try:
+                if last.stat().st_mtime_ns != before:
+                    break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait(60)
+        steps.append(load_checkpoint(last)["step"] if last.exists() else 0)
     assert kills >= 5  # most attempts were killed mid-run
+    assert steps == sorted(steps) and steps[-1] > steps[0]  # each rerun resumed and advanced
     r = run_cli(*TOY, f"hydra.run.dir={folder}", cwd=work, toy=True)
     assert r.returncode == 0, r.stderr
     assert_same_result(ref, folder)
