@@ -223,20 +223,27 @@ def test_ablation_sweep_config():
     assert paper.train.lr == 0.1 and paper.train.batch_size == 128 and paper.train.epochs == 200
 
 
-def test_table_from_sweep_folder(tmp_path):
+def test_ablation_table_from_sweep_folder(tmp_path):
+    """quadrun-report turns an ablation sweep into strategy rows with collapse counts."""
+    from quadrun.report import build
+
     def job(i, strategy, acc, collapsed):
         d = tmp_path / str(i)
-        d.mkdir()
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(
+            f"- experiment=relinear\n- relinear.strategy={strategy}\n- seed={i}\n")
         (d / "summary.json").write_text(json.dumps({
-            "experiment": "relinear", "strategy": strategy, "depth": 20, "form": "full",
-            "params": 806266, "test/acc": acc, "test/acc_best": acc + 1,
-            "test/acc_batchstats": acc, "collapsed": collapsed}))
+            "experiment": "relinear", "status": "completed", "strategy": strategy,
+            "params": 806266, "test/acc": acc, "test/acc_best": acc + 1, "seed": i,
+            "collapsed": collapsed}))
     job(0, "plain", 10.0, True)
     job(1, "plain", 90.0, False)
     job(2, "relinear_sg", 95.0, False)
-    text = rl.table(tmp_path)
-    assert "| 20 | plain | 0.806M | 50.00 +- 56.57 | 91.00 | 50.00 | 1/2 |" in text
-    assert text.index("| plain") < text.index("| relinear_sg")
+    build([tmp_path], quiet=True)
+    text = (tmp_path / "report" / "table.md").read_text()
+    assert ("| relinear.strategy=plain | 2 | 2 | 0 | 1 | 0 | 0 | 8.063e+05 ± 0 | 50 ± 57 | 51 ± 57 |"
+            in text)
+    assert text.index("strategy=plain") < text.index("strategy=relinear_sg")
 
 
 def test_smoke_run_through_cli(cli):

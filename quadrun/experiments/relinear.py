@@ -2,7 +2,7 @@
 
     quadrun experiment=relinear relinear.strategy=relinear_sg
     quadrun -m experiment=relinear sweep=relinear_ablation          # strategies x seeds
-    python -m quadrun.experiments.relinear outputs/relinear/multirun/<sweep>  # the table
+    quadrun-report outputs/relinear/multirun/<sweep>                # the table
 
 Strategies (`relinear.strategy`):
 - conventional:    the plain CIFAR ResNet of the same depth.
@@ -25,13 +25,10 @@ breaks is the running statistics amplified by the product and square terms (NOTE
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -240,48 +237,3 @@ def run(cfg, ctx) -> dict:
              cfg.strategy, summary["test/acc"] or float("nan"), summary["test/acc_best"],
              summary["test/acc_batchstats"], reason or "no")
     return summary
-
-
-# -- the ablation table from a sweep folder (until quadrun-report takes it over) -------------------
-def table(*sweep_dirs) -> str:
-    """strategy | params | test acc mean +- std | best | collapsed/total, one row per
-    strategy (and depth/form when the sweep varies them), from the jobs' summary.json
-    in one or more sweep folders."""
-    rows: dict = {}
-    paths = [p for d in sweep_dirs for p in sorted(Path(d).glob("*/summary.json"))]
-    for path in paths:
-        s = json.loads(path.read_text())
-        if s.get("experiment") != "relinear" or "strategy" not in s:
-            continue
-        key = (s.get("depth"), s.get("form"), s["strategy"])
-        rows.setdefault(key, []).append(s)
-    if not rows:
-        return f"no relinear runs with a summary.json under {', '.join(map(str, sweep_dirs))}\n"
-    order = {s: i for i, s in enumerate(STRATEGIES)}
-    lines = ["| depth | strategy | params | test acc (%) mean +- std | best (%) | "
-             "batch-stats acc (%) | collapsed/total |",
-             "|---|---|---|---|---|---|---|"]
-    for key in sorted(rows, key=lambda k: (k[0] or 0, str(k[1]), order.get(k[2], 99))):
-        runs = rows[key]
-        accs = torch.tensor([float(r["test/acc"]) if r.get("test/acc") is not None else 0.0
-                             for r in runs])
-        best = max((r.get("test/acc_best") or 0.0) for r in runs)
-        bs = [r["test/acc_batchstats"] for r in runs if r.get("test/acc_batchstats") is not None]
-        std = float(accs.std()) if len(accs) > 1 else 0.0
-        lines.append(f"| {key[0]} | {key[2]} | {runs[0]['params'] / 1e6:.3f}M | "
-                     f"{float(accs.mean()):.2f} +- {std:.2f} | {best:.2f} | "
-                     f"{(sum(bs) / len(bs)) if bs else float('nan'):.2f} | "
-                     f"{sum(bool(r.get('collapsed')) for r in runs)}/{len(runs)} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m quadrun.experiments.relinear SWEEP_FOLDER [...]", file=sys.stderr)
-        sys.exit(2)
-    print(table(*args), end="")
-
-
-if __name__ == "__main__":
-    main()
