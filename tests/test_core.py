@@ -231,3 +231,17 @@ def test_wheel_ships_the_configs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith(str(target))
     assert "experiment: dcdm" in r.stdout and "scale: smoke" in r.stdout
+
+
+def test_tensorboard_logger_writes_events(cli):
+    pytest.importorskip("tensorboard")
+    r = cli("experiment=toy", "train.epochs=1", "logger=tensorboard", toy=True)
+    assert r.returncode == 0, r.stderr
+    [run] = run_folders(cli.cwd, "toy")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    loss = [e.value for e in events.Scalars("train/loss")]
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert loss == pytest.approx([r["train/loss"] for r in rows if "train/loss" in r])
