@@ -283,12 +283,20 @@ class RunContext:
 
     # -- stages of multi-part experiments --------------------------------------------------------
     def stage(self, key: str, compute: Callable[[], Any]) -> Any:
-        """Result of `compute()`, remembered in stages.json so a resumed run skips it."""
+        """Result of `compute()`, remembered in stages.json so a resumed run skips it.
+
+        stages.json carries the config fingerprint: results of another config are never
+        reused (an error names the file; the file is left as it is)."""
         path = self.dir / "stages.json"
-        done = json.loads(path.read_text()) if path.exists() else {}
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        if saved and saved.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(f"{path} holds results of another config "
+                                  f"({saved.get('fingerprint')}; this run is {self.fingerprint}). "
+                                  "Use a new run folder, or the same overrides as that run")
+        done = saved.get("stages", {})
         if key in done:
             return done[key]
         value = _jsonable(compute())
         done[key] = value
-        write_json(path, done)
+        write_json(path, {"fingerprint": self.fingerprint, "stages": done})
         return value

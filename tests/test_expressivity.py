@@ -172,7 +172,7 @@ def test_smoke_run(cli):
         assert (folder / "plots" / f"fit_{target}.png").stat().st_size > 0
 
     # a second run into the same folder takes every part from stages.json: no training
-    stages = json.loads((folder / "stages.json").read_text())
+    stages = json.loads((folder / "stages.json").read_text())["stages"]
     assert len([k for k in stages if k.startswith("fit/")]) == len(seen) * 2
     lines = len((folder / "metrics.jsonl").read_text().splitlines())
     r = cli("experiment=expressivity", "scale=smoke", "threads=1", f"hydra.run.dir={folder}")

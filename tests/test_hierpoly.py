@@ -235,7 +235,7 @@ def test_smoke_cli(cli):
     assert (run / "plots" / "nstar_vs_d.png").exists()
     assert (run / "table.md").exists()
     # every point is a stage: a rerun into the folder recomputes nothing
-    stages = json.loads((run / "stages.json").read_text())
+    stages = json.loads((run / "stages.json").read_text())["stages"]
     assert len(stages) == len(s["points"])
 
 

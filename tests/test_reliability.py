@@ -241,3 +241,20 @@ def test_malformed_overrides_through_the_cli(tmp_path_factory, override):
     assert len(lines) == 1 and lines[0].startswith("quadrun: error: "), (override, r.stderr)
     assert "Traceback" not in r.stderr
     assert not (cwd / "outputs").exists(), override  # no half-written run folder
+
+
+def test_stages_of_another_config_are_not_reused(tmp_path):
+    """A rerun with other overrides into a folder with finished parts is refused."""
+    from omegaconf import OmegaConf
+
+    from quadrun.artifacts import RunContext
+
+    cfg = OmegaConf.create({"experiment": "toy", "scale": "smoke", "seed": 0,
+                            "train": {"epochs": 1}, "toy": {"width": 4}})
+    first = RunContext(tmp_path, cfg, torch.device("cpu"))
+    assert first.stage("a", lambda: 1.5) == 1.5
+    assert first.stage("a", lambda: 99) == 1.5  # remembered
+    cfg.toy.width = 8
+    with pytest.raises(CheckpointError, match="holds results of another config"):
+        RunContext(tmp_path, cfg, torch.device("cpu")).stage("a", lambda: 2.0)
+    assert json.loads((tmp_path / "stages.json").read_text())["stages"] == {"a": 1.5}
