@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from quadrun.nn.dcdm_net import DCDMNet, MultilevelDCDMNet, build, scale_invariant_loss
+from quadrun.nn.dcdm_net import (AdditiveDCDMNet, DCDMNet, MultilevelDCDMNet, build,
+                                 scale_invariant_loss)
 from quadrun.solvers import krylov
 from quadrun.solvers.poisson import scene
 
@@ -77,7 +78,49 @@ def test_multilevel_gains_a_level_per_doubling_with_shared_weights():
     assert [capped.levels(n) for n in (8, 16, 32, 64, 128)] == [0, 1, 2, 2, 2]
 
 
-@pytest.mark.parametrize("arch", ["paper", "multilevel"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_additive_network_is_symmetric_positive_semidefinite(dim):
+    torch.manual_seed(0)
+    net = AdditiveDCDMNet(dim=dim, width=4, blocks=2, coarsest=2).double()
+    with torch.no_grad():
+        net.log_gain.fill_(1.3)   # any gain: the symmetry must not rely on the initial one
+    n = 16 if dim == 2 else 8
+    assert net.levels(n) == (3 if dim == 2 else 2) and net.levels(2 * n) == net.levels(n) + 1
+    shape = (3, 1) + (n,) * dim
+    u, v = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad():
+        Lu, Lv = net.linear(u), net.linear(v)
+        # interpolation and restriction are adjoint (up to the averaging factor 2^d)
+        c = torch.randn((1, 1) + (n // 2,) * dim, dtype=torch.float64)
+        assert (net._prolong(c) * u[:1]).sum().item() == pytest.approx(
+            2 ** dim * (c * net._restrict(u[:1])).sum().item(), rel=1e-10)
+    dims = tuple(range(1, u.dim()))
+    assert torch.allclose((u * Lv).sum(dims), (Lu * v).sum(dims), rtol=1e-10)
+    assert ((v * Lv).sum(dims) > 0).all()
+    assert not torch.allclose(Lv, v)                 # not the identity (which is SPD too)
+    with torch.no_grad():            # interpolation reproduces constants away from the edge
+        fine = net._prolong(torch.ones((1, 1) + (n // 2,) * dim, dtype=torch.float64))
+    inner = fine[(0, 0) + (slice(1, -1),) * dim]
+    assert torch.allclose(inner, torch.ones_like(inner))
+
+
+def test_dcdm_with_the_additive_network_is_its_pcg():
+    """The additive net is a fixed SPD map, so DCDM with it takes PCG's steps (even
+    untrained) on an obstacle scene: no stall is possible."""
+    torch.manual_seed(0)
+    system, b = scene("two_obstacles", 32, 2)
+    net = build("additive", 2, width=4, blocks=1, coarsest=4).double()
+    A = system.matrix()
+    M = krylov.network_setup(system, A, model=net)["M"]
+    res_pcg, res_dcdm = [], []
+    krylov.cg(A, torch.from_numpy(b), M=M, tol=1e-6, residuals=res_pcg)
+    x, info = krylov.dcdm(A, torch.from_numpy(b), M=M, tol=1e-6, maxiter=500,
+                          residuals=res_dcdm)
+    assert info == 0 and len(res_pcg) == len(res_dcdm)
+    assert np.allclose(res_pcg, res_dcdm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["paper", "multilevel", "additive"])
 def test_network_direction_ignores_the_scale_of_the_residual(arch):
     torch.manual_seed(0)
     net = build(arch, 2, width=4, blocks=1).double()

@@ -44,10 +44,13 @@ class Config:
     target_scene: str = spec("two_obstacles", choices=SCENE_NAMES,
                              help="obstacle scene (not the training one) for the targets")
     solvers: List[str] = spec(SOLVER_NAMES, choices=SOLVER_NAMES)
-    arch: str = spec("paper", choices=list(ARCHS))
+    arch: str = spec("paper", choices=list(ARCHS), help="paper: the published net; "
+                     "multilevel: a weight-shared V-cycle; additive: a learned SPD "
+                     "multilevel (BPX-like) preconditioner, the cpu-scale choice")
     width: int = spec(16, ge=1)
-    blocks: int = spec(2, ge=1, help="residual blocks per stage")
-    coarsest: int = spec(8, ge=2, help="multilevel: pool until the grid is this wide")
+    blocks: int = spec(2, ge=1, help="residual blocks per stage (additive: convolutions in K)")
+    coarsest: int = spec(8, ge=2, help="multilevel, additive: halve the grid until it is "
+                         "this wide")
     max_levels: int = spec(0, ge=0, help="multilevel: cap on pooling levels; 0: no cap")
     train_sizes: int = spec(1, ge=1, le=4, help="train on train_n, train_n/2, ... together "
                             "(each with its own Ritz vectors): the shared multilevel weights "
