@@ -19,9 +19,11 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from quadrun.artifacts import RunContext
 from quadrun.devices import autocast, rng_state, set_rng_state
@@ -116,6 +118,9 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
         monitor: Optional[tuple] = None, penalty: Optional[Callable] = None,
         checkpoint: bool = True, name: str = "train") -> FitResult:
     """Train `model` for `tc.epochs` epochs; see the module docstring."""
+    if isinstance(tc, DictConfig):  # plain attributes: no OmegaConf look-ups in the hot loop
+        tc = OmegaConf.to_object(tc)
+        tc = SimpleNamespace(**tc) if isinstance(tc, dict) else tc
     device = ctx.device
     model.to(device)
     opt = make_optimizer(param_groups if param_groups is not None else model.parameters(), tc)
@@ -178,9 +183,10 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
                 bad |= ~torch.isfinite(loss.detach())
                 end_of_epoch = step % steps_per_epoch == 0
                 if step % tc.log_every == 0 or end_of_epoch:
-                    if bool(bad):  # the one host sync, every log_every steps
+                    if bool(bad):  # the one host sync: every log_every steps and epoch end
                         status = "diverged"
                         break
+                if step % tc.log_every == 0 or step == total:
                     mean = (loss_sum / window).item()
                     ctx.log(step, _prefixed(name, {"train/loss": mean, "epoch": step / steps_per_epoch,
                                                    "train/lr": opt.param_groups[0]["lr"]}))
@@ -194,7 +200,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
                                  opt.param_groups[0]["lr"], rate)
                     loss_sum.zero_()
                     window, t0 = 0, time.perf_counter()
-                if ctx.stop_requested:
+                if ctx.stop_requested and not end_of_epoch:  # at an epoch end: after its eval
                     if checkpoint:
                         save()
                     raise Interrupted(f"stopped at step {step}; checkpoint saved")
@@ -218,6 +224,8 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
                         save("best")
             if checkpoint:
                 save()
+            if ctx.stop_requested and step < total:
+                raise Interrupted(f"stopped at step {step}; checkpoint saved")
     finally:
         if bar is not None:
             bar.stop()
