@@ -41,4 +41,11 @@ step 40 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cu
 step 30 "benchmark: training step, bf16" python3 benchmarks/train.py --device cuda --steps 10 --rounds 3 --batch 128 --precision bf16
 step 60 "GPU-tier tests" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py \
     -k "not smoke or relinear or dcdm"
+step 150 "dcdm: train 3-D at 32^3, solve table at 32^3 and 64^3 with every solver" \
+    python3 -m quadrun experiment=dcdm device=cuda 'dcdm.dims=[3]' 'dcdm.train_n=[32]' \
+    'dcdm.samples=[1000]' hydra.run.dir=/tmp/gpu_dcdm data_dir=/tmp/gpu_data
+[ -f /tmp/gpu_dcdm/table.md ] && cat /tmp/gpu_dcdm/table.md | tee -a "$REPORT"
+[ -f /tmp/gpu_dcdm/checkpoints/model_3d.pt ] && step 60 "benchmark: trained DCDM vs CG, 3-D 128^3" \
+    python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 --arch additive --coarsest 4 \
+    --checkpoint /tmp/gpu_dcdm/checkpoints/model_3d.pt
 echo "=== done $(date +%T)" | tee -a "$REPORT"

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from quadrun.nn.dcdm_net import build
+from quadrun.nn.dcdm_net import ARCHS, build
 from quadrun.solvers import krylov
 from quadrun.solvers.poisson import scene
 
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (scipy uses 1)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--checkpoint", default=None, help="a dcdm run's model_<dim>d.pt")
-    ap.add_argument("--arch", default="paper", choices=["paper", "multilevel"])
+    ap.add_argument("--arch", default="paper", choices=list(ARCHS))
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--coarsest", type=int, default=8)
     ap.add_argument("--dcdm-iters", type=int, default=10,
