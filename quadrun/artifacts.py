@@ -207,18 +207,20 @@ class RunContext:
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, step)
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop points logged after `step` (they are redone after a resume)."""
+    def truncate_metrics(self, step: int, fit: str = "train") -> None:
+        """Drop the points of training `fit` logged after `step` (redone after a resume);
+        points of other fits (rows with another "fit" field) are kept."""
         path = self.dir / "metrics.jsonl"
         if not path.exists():
             return
         keep = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line)["step"] <= step:
+                row = json.loads(line)
+                if row.get("fit", "train") != fit or row["step"] <= step:
                     keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                break  # a line cut by a kill: everything after it is redone
+            except (ValueError, KeyError, TypeError, AttributeError):
+                break  # a line cut by a kill: it was the last one written
         atomic_write_text(path, "".join(l + "\n" for l in keep))
 
     def metrics(self) -> list:

@@ -109,8 +109,11 @@ def _progress(total: int, done: int, name: str):
 
 
 def _prefixed(name: str, metrics: dict) -> dict:
-    """Metric names of the main fit as they are (`train/loss`); of others under their name."""
-    return metrics if name == "train" else {f"{name}/{k}": v for k, v in metrics.items()}
+    """Metric names of the main fit as they are (`train/loss`); those of other fits under
+    their name, with a "fit" field so a resume of one fit never drops another's points."""
+    if name == "train":
+        return metrics
+    return {"fit": name, **{f"{name}/{k}": v for k, v in metrics.items()}}
 
 
 def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
@@ -141,7 +144,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
             step, history, best = state["step"], state["history"], state["best"]
             carried = tuple(state["window"])
             set_rng_state(state["rng"])
-            ctx.truncate_metrics(step)
+            ctx.truncate_metrics(step, name)
             log.info("resumed %s from step %d (epoch %d)", name, step, step // steps_per_epoch)
 
     def save(kind: str = "last") -> None:

@@ -258,3 +258,22 @@ def test_stages_of_another_config_are_not_reused(tmp_path):
     with pytest.raises(CheckpointError, match="holds results of another config"):
         RunContext(tmp_path, cfg, torch.device("cpu")).stage("a", lambda: 2.0)
     assert json.loads((tmp_path / "stages.json").read_text())["stages"] == {"a": 1.5}
+
+
+def test_resuming_one_fit_keeps_the_points_of_another(tmp_path):
+    from omegaconf import OmegaConf
+
+    from quadrun.artifacts import RunContext
+    from quadrun.training import _prefixed
+
+    cfg = OmegaConf.create({"experiment": "toy", "scale": "smoke", "seed": 0, "train": {}})
+    ctx = RunContext(tmp_path, cfg, torch.device("cpu"))
+    for step in range(1, 11):
+        ctx.log(step, _prefixed("train_2d", {"train/loss": 1.0 / step}))
+    for step in range(1, 6):
+        ctx.log(step, _prefixed("train_3d", {"train/loss": 2.0 / step}))
+    ctx.truncate_metrics(2, "train_3d")  # the 3-D fit resumes from its step-2 checkpoint
+    rows = ctx.metrics()
+    assert [r["step"] for r in rows if r["fit"] == "train_2d"] == list(range(1, 11))
+    assert [r["step"] for r in rows if r["fit"] == "train_3d"] == [1, 2]
+    assert rows[0]["train_2d/train/loss"] == 1.0
