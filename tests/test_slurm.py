@@ -51,7 +51,7 @@ def test_two_job_sweep_on_slurm_then_report(slurm_cluster, tmp_path):
 
 
 def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.05", "train.epochs=6", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.05", "train.epochs=12", "train.log_every=3"]
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref_dir.mkdir(), job_dir.mkdir()
     assert run_cli(*args, cwd=ref_dir, toy=True).returncode == 0

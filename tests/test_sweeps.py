@@ -49,7 +49,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tmp_path):
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.02", "train.epochs=6", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.02", "train.epochs=12", "train.log_every=3"]
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref_dir.mkdir(), job_dir.mkdir()
     r = run_cli(*args, cwd=ref_dir, toy=True)
