@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 

@@ -20,9 +20,7 @@ each with the ratios (on a busy machine the fastest round is the least disturbed
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -23,13 +23,23 @@ def cli_env(toy: bool = False, **extra) -> dict:
     return env
 
 
+def _command(args, toy: bool, script: str) -> list:
+    code = f"import sys; from {script} import main; sys.argv[0] = 'quadrun'; main()"
+    return [sys.executable, "-c", code, *args, *([TOY_SEARCHPATH] if toy else [])]
+
+
 def run_cli(*args: str, cwd: Path, toy: bool = False, timeout: float = 300,
             env: dict | None = None, script: str = "quadrun.cli") -> subprocess.CompletedProcess:
-    """`python -m quadrun ARGS` in `cwd` (the toy test experiment registered when toy)."""
-    args = list(args) + ([TOY_SEARCHPATH] if toy else [])
-    code = f"import sys; from {script} import main; sys.argv[0] = 'quadrun'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True,
+    """`quadrun ARGS` in `cwd`, to completion (the toy test experiment registered when toy)."""
+    return subprocess.run(_command(args, toy, script), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**cli_env(toy), **(env or {})})
+
+
+def start_cli(*args: str, cwd: Path, toy: bool = False, quiet: bool = False) -> subprocess.Popen:
+    """`quadrun ARGS` in `cwd`, in the background, for tests that signal or kill it."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(_command(args, toy, "quadrun.cli"), cwd=cwd, env=cli_env(toy),
+                            stdout=out, stderr=out, text=True)
 
 
 def run_folders(cwd: Path, experiment: str) -> list[Path]:

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from conftest import TESTS, run_cli, run_folders, summary
+from conftest import TESTS, run_cli, run_folders, start_cli, summary
 from quadrun import registry
 from quadrun.cli import config_dir
 from quadrun.schema import SCALES, ConfigError, TrainConfig, register, validate
@@ -113,16 +113,12 @@ def test_run_folder_contents_and_metrics(cli):
 
 
 def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
-    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
-    from conftest import TOY_SEARCHPATH, cli_env
-    procs = [subprocess.Popen([sys.executable, "-c", code, "experiment=toy", "train.epochs=1",
-                               TOY_SEARCHPATH], cwd=tmp_path, env=cli_env(toy=True),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [start_cli("experiment=toy", "train.epochs=1", cwd=tmp_path, toy=True)
+             for _ in range(2)]
     for p in procs:
         assert p.wait(120) == 0, p.stderr.read()
     runs = run_folders(tmp_path, "toy")
     assert len(runs) == 2
-    stamps = {r.name.rsplit("_", 1)[0] for r in runs}
     ids = {r.name.rsplit("_", 1)[1] for r in runs}
     assert len(ids) == 2  # distinct ids, whether or not the second matched
 
@@ -151,11 +147,7 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
     assert r.returncode == 0, r.stderr
     [ref] = run_folders(ref_dir, "toy")
 
-    from conftest import TOY_SEARCHPATH, cli_env
-    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
-    p = subprocess.Popen([sys.executable, "-c", code, *args, TOY_SEARCHPATH], cwd=cut_dir,
-                         env=cli_env(toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p = start_cli(*args, cwd=cut_dir, toy=True)
     _wait_for(cut_dir / "outputs" / "toy")
     [cut] = run_folders(cut_dir, "toy")
     _wait_for(cut / "checkpoints" / "last.pt")      # past the first epoch

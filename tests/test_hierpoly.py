@@ -4,7 +4,6 @@ import itertools
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss

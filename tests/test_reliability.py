@@ -6,8 +6,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +14,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+from conftest import TOY_SEARCHPATH, run_cli, run_folders, start_cli, summary
 from quadrun import artifacts
 from quadrun.artifacts import CheckpointError, load_checkpoint
 
-CODE = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
 TOY = ["experiment=toy", "toy.sleep=0.01", "train.epochs=5", "train.log_every=2",
        "train.checkpoint_every=1"]
 
@@ -54,9 +51,7 @@ def test_sigkill_at_ten_random_moments_then_resume_equals_uninterrupted(tmp_path
     steps = []
     for attempt in range(10):
         before = last.stat().st_mtime_ns if last.exists() else None
-        p = subprocess.Popen([sys.executable, "-c", CODE, *args, f"hydra.run.dir={folder}",
-                              TOY_SEARCHPATH], cwd=work, env=cli_env(toy=True),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = start_cli(*args, f"hydra.run.dir={folder}", cwd=work, toy=True, quiet=True)
         # wait until this process is training (it has written a checkpoint of its own), then
         # a random moment: checkpoints are written every step, so many kills land mid-write
         t0 = time.time()
@@ -86,8 +81,7 @@ def _interrupted_run(tmp_path: Path) -> tuple[Path, Path]:
     """A run stopped by SIGTERM after a few checkpoints (last.pt and prev.pt exist)."""
     work = tmp_path / "cut"
     work.mkdir()
-    p = subprocess.Popen([sys.executable, "-c", CODE, *TOY, TOY_SEARCHPATH], cwd=work,
-                         env=cli_env(toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = start_cli(*TOY, cwd=work, toy=True)
     t0 = time.time()
     while not list(work.glob("outputs/toy/*/checkpoints/prev.pt")):
         assert time.time() - t0 < 60 and p.poll() is None

@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from quadrun.data.images import Augment, ImageData, load_images, random_crop, random_flip
+from quadrun.data.images import Augment, load_images, random_crop, random_flip
 from quadrun.experiments import relinear as rl
 from quadrun.nn.quadratic import QuadraticConv2d, roles
 from quadrun.nn.resnet import count_parameters, load_conventional, qresnet, resnet

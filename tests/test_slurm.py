@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+from conftest import TESTS, run_cli, run_folders, start_cli, summary
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -56,10 +55,7 @@ def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):
     ref_dir.mkdir(), job_dir.mkdir()
     assert run_cli(*args, cwd=ref_dir, toy=True).returncode == 0
     [ref] = run_folders(ref_dir, "toy")
-    code = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
-    p = subprocess.Popen([sys.executable, "-c", code, "-m", *args, *SLURM, TOY_SEARCHPATH],
-                         cwd=job_dir, env=cli_env(toy=True), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = start_cli("-m", *args, *SLURM, cwd=job_dir, toy=True)
     t0 = time.time()
     while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
         assert time.time() - t0 < 300 and p.poll() is None, "job never checkpointed"

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TOY_SEARCHPATH, cli_env, run_cli, run_folders, summary
+from conftest import run_cli, run_folders, start_cli, summary
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-CODE = "import sys; from quadrun.cli import main; sys.argv[0]='quadrun'; main()"
 
 
 def sweep_jobs(cwd: Path, experiment: str = "toy") -> list[Path]:
@@ -56,9 +53,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
     assert r.returncode == 0, r.stderr
     [ref] = run_folders(ref_dir, "toy")
 
-    p = subprocess.Popen([sys.executable, "-c", CODE, "-m", *args, "cluster=local",
-                          TOY_SEARCHPATH], cwd=job_dir, env=cli_env(toy=True),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_cli("-m", *args, "cluster=local", cwd=job_dir, toy=True)
     t0 = time.time()
     while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
         assert time.time() - t0 < 120 and p.poll() is None, "job never checkpointed"
