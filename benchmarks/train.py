@@ -13,9 +13,12 @@ layer is three separate convs (r, g, b), images come through a torch DataLoader 
 per-sample transforms (pad + random crop, flip, to-tensor, normalise, in Python), fp32,
 and `loss.item()` every step. Same model shape, batch and device.
 
-Methods are measured in interleaved rounds (each round times every method once), so slow
-drifts of a shared machine hit them alike; the median and the fastest round are reported,
-each with the ratios (on a busy machine the fastest round is the least disturbed one).
+Each method trains 1 + `rounds` epochs of `steps` steps in one go (one `fit` call for
+quadrun's, as a run does), and each epoch is timed; the first is the warm-up (cudnn autotune,
+CUDA graph capture, compile, DataLoader workers). The median and the fastest epoch are
+reported, each with the ratios (on a busy machine the fastest is the least disturbed one).
+On CUDA quadrun's steps replay CUDA graphs (its default); `--breakdown` adds the same
+training without them.
 """
 from __future__ import annotations
 
@@ -106,28 +109,31 @@ class PerSampleCifar(torch.utils.data.Dataset):
         return x, int(self.labels[i])
 
 
-def reference_epoch(model, loader, opt, device) -> float:
+def reference_train(model, loader, opt, device, epochs: int, tick) -> None:
     """The public code's loop: host batches moved per step, fp32, the batch accuracy and
-    `.item()` of loss and accuracy every step."""
+    `.item()` of loss and accuracy every step. `tick()` after each epoch."""
     model.train()
-    total = 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        prec = (out.float().topk(1, 1).indices[:, 0] == y).float().sum() * (100.0 / len(y))
-        total += loss.item() + 0 * prec.item()
-    return total
+    for _ in range(epochs):
+        total = 0.0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            prec = (out.float().topk(1, 1).indices[:, 0] == y).float().sum() * (100.0 / len(y))
+            total += loss.item() + 0 * prec.item()
+        tick()
 
 
 # -- quadrun's path ------------------------------------------------------------------------------------
-def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, device, tmp: Path):
-    """Functions that train one epoch of `len(images) / batch` steps: through `fit`, and
-    (for --breakdown) the bare forward/backward/SGD steps on the same augmented batches,
-    and the augmented batches alone."""
+def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, device, tmp: Path,
+                   cuda_graphs: bool = True):
+    """Functions `train(epochs, tick)`: `epochs` epochs of `len(images) / batch` steps
+    through `fit` (tick at each epoch end, from `fit`'s evaluation hook), and for
+    --breakdown the bare forward/backward/SGD steps on the same augmented batches, and the
+    augmented batches alone."""
     data = ImageData("bench", images, labels, images[:1], labels[:1],
                      torch.tensor(MEAN, device=device), torch.tensor(STD, device=device), 10,
                      channels_last=args.channels_last)
@@ -136,51 +142,58 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
         model.to(memory_format=torch.channels_last)
     batches = TensorBatches([images, labels], args.batch, transform=Augment(data, 4, True))
     cfg = OmegaConf.create({"experiment": "bench", "scale": "bench", "seed": 0,
-                            "precision": args.precision, "compile": args.compile})
+                            "precision": args.precision, "compile": args.compile,
+                            "cuda_graphs": cuda_graphs})
     groups = param_groups(model, 0.1, 1e-4, role_lr={"quad_g": 1e-5, "quad_b": 1e-5})
-    count = [0]
 
-    def one_epoch():
-        count[0] += 1
-        tc = OmegaConf.create({"epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+    def train(epochs, tick):
+        tc = OmegaConf.create({"epochs": epochs, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
                                "nesterov": False, "weight_decay": 1e-4, "schedule": "none",
                                "milestones": [], "lr_decay": 0.1, "grad_clip": 0.0,
                                "eval_every": 1, "log_every": 10 ** 9, "checkpoint_every": 0})
-        ctx = RunContext(tmp / f"run{id(model)}_{count[0]}", cfg, device)
+        ctx = RunContext(tmp / f"run{id(model)}_{cuda_graphs}", cfg, device)
         fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
-            param_groups=groups, checkpoint=False)
+            param_groups=groups, checkpoint=False, evaluate=lambda m: tick() or {})
 
     bare_opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-    def bare_epoch():
-        for x, y in batches.epoch(torch.Generator().manual_seed(0)):
-            loss = F.cross_entropy(model(x), y)
-            bare_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            bare_opt.step()
+    def bare(epochs, tick):
+        for _ in range(epochs):
+            for x, y in batches.epoch(torch.Generator().manual_seed(0)):
+                loss = F.cross_entropy(model(x), y)
+                bare_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                bare_opt.step()
+            tick()
 
-    def batches_only():
-        for _ in batches.epoch(torch.Generator().manual_seed(0)):
-            pass
-    return one_epoch, bare_epoch, batches_only
+    def batches_only(epochs, tick):
+        for _ in range(epochs):
+            for _ in batches.epoch(torch.Generator().manual_seed(0)):
+                pass
+            tick()
+    return train, bare, batches_only
 
 
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t
+def epoch_times(train, epochs: int, device) -> list:
+    """Seconds of each of `epochs` epochs of `train(epochs, tick)`; the device is synchronised
+    at each tick, so every epoch's GPU work is inside its own time."""
+    stamps = []
+
+    def tick():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+    tick()
+    train(epochs, tick)
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=4, help="training steps per timed round")
+    p.add_argument("--steps", type=int, default=4, help="training steps per timed epoch")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
+    p.add_argument("--rounds", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--workers", type=int, default=-1,
                    help="reference DataLoader workers (-1: 0 on CPU, 4 on CUDA)")
@@ -222,22 +235,21 @@ def main(argv=None) -> dict:
     methods = {
         "quadrun QResNet20": q_fit,
         "quadrun ResNet20": quadrun_runner(r_model, images, y, args, device, tmp)[0],
-        "reference QResNet20": lambda: reference_epoch(ref_model, loader, ref_opt, device),
+        "reference QResNet20": lambda epochs, tick: reference_train(ref_model, loader, ref_opt,
+                                                                    device, epochs, tick),
     }
     if args.breakdown:
+        if device.type == "cuda":
+            methods["  QResNet20 without graphs"] = quadrun_runner(
+                qresnet(20), images, y, args, device, tmp, cuda_graphs=False)[0]
         methods.update({"  QResNet20 bare steps": q_bare, "  augmented batches": q_batches})
-    for fn in methods.values():  # warm-up (allocations, cudnn autotune, compile)
-        fn()
-    times = {k: [] for k in methods}
-    for _ in range(args.rounds):
-        for name, fn in methods.items():
-            times[name].append(timed(fn, device))
+    times = {k: epoch_times(fn, 1 + args.rounds, device)[1:] for k, fn in methods.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {device} ({name}), batch {args.batch}, {args.steps} steps/round, "
-          f"{args.rounds} rounds, threads {torch.get_num_threads()}, reference workers "
+    print(f"device {device} ({name}), batch {args.batch}, {args.steps} steps/epoch, "
+          f"{args.rounds} timed epochs, threads {torch.get_num_threads()}, reference workers "
           f"{workers}, quadrun precision {args.precision}, channels_last {args.channels_last}")
     out = {}
-    for label, pick in (("median round", statistics.median), ("fastest round", min)):
+    for label, pick in (("median epoch", statistics.median), ("fastest epoch", min)):
         sec = {k: pick(v) for k, v in times.items()}
         rate = {k: n / v for k, v in sec.items()}
         print(f"{label}:")

@@ -22,9 +22,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA when asked for; a no-op context elsewhere."""
+    """bf16 autocast on CUDA when asked for; a no-op context elsewhere. Without autocast's
+    weight cache (each weight is cast once per forward anyway), which CUDA graph capture
+    does not allow."""
     if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

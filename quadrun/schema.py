@@ -59,6 +59,7 @@ class BaseConfig:
     precision: str = spec("fp32", choices=["fp32", "bf16"],
                           help="bf16 autocast, used on CUDA only")
     compile: bool = False
+    cuda_graphs: bool = True
     deterministic: bool = False
     threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
     logger: str = spec("none", choices=["none", "tensorboard"])

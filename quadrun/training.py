@@ -11,6 +11,8 @@
   when a stop is requested (SIGTERM/SIGINT/SIGUSR1), then `Interrupted` is raised.
 - A non-finite loss ends training with status "diverged" (a result, not a crash).
 - No host synchronisation per step: losses are summed on the device, read when logged.
+- On CUDA the model's training forward and backward are replayed as CUDA graphs
+  (`CudaGraphed`; `cuda_graphs=false` turns this off, `compile=true` replaces it).
 """
 from __future__ import annotations
 
@@ -71,6 +73,86 @@ class TensorBatches:
             yield self.transform(batch) if self.transform else batch
 
 
+class _Forward(torch.nn.Module):
+    """The module a graph is captured from: the model's own forward, hook-free."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model(*args)
+
+
+class CudaGraphed:
+    """`model`, with its training forward and backward replayed as CUDA graphs.
+
+    Small models on a GPU are bound by the host launching their kernels one by one (a
+    QResNet20 step at batch 128 on an H100: ~22 ms of launches for ~6 ms of GPU work). A
+    graph launches a whole forward, or a whole backward, at once. One graph is captured per
+    input signature (shapes, dtypes, strides, autocast), at most `max_graphs`, through
+    `torch.cuda.make_graphed_callables`. Eager instead: eval mode, no grad, arguments that
+    are not CUDA tensors, signatures past `max_graphs`, and a second call with the same
+    signature in one step (a graph's output buffers are reused; `new_step` starts a step).
+
+    Capture runs three warm-up passes; the buffers they change (BatchNorm statistics) are
+    put back, so a graphed run trains like an eager one. Parameters, buffers and the
+    optimizer keep their storage for the graphs' lifetime, which is one `fit`."""
+
+    def __init__(self, model: torch.nn.Module, max_graphs: int = 4):
+        self.model, self.max_graphs = model, max_graphs
+        self.graphs: dict = {}   # signature -> graphed callable, or None (ran eagerly)
+        self.used: set = set()
+
+    def __getattr__(self, name: str):
+        """The model's other attributes and methods (those run eagerly)."""
+        model = self.__dict__.get("model")
+        if model is None:
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    def new_step(self) -> None:
+        self.used.clear()
+
+    def release(self) -> None:
+        """Drop the graphs (and their memory pools) now, not at the next garbage collection:
+        a graphed module's forward refers back to the module."""
+        for graphed in self.graphs.values():
+            if graphed is not None:
+                del graphed.forward
+        self.graphs.clear()
+
+    def __call__(self, *args):
+        model = self.model
+        if not (model.training and torch.is_grad_enabled() and args
+                and all(isinstance(a, torch.Tensor) and a.is_cuda for a in args)):
+            return model(*args)
+        key = tuple((a.shape, a.dtype, a.stride(), a.requires_grad) for a in args) \
+            + (torch.is_autocast_enabled("cuda"),)
+        if key in self.used:
+            return model(*args)
+        self.used.add(key)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(args) if len(self.graphs) < self.max_graphs else None
+        graphed = self.graphs[key]
+        return graphed(*args) if graphed is not None else model(*args)
+
+    def _capture(self, args):
+        saved = [b.detach().clone() for b in self.model.buffers()]
+        try:
+            graphed = torch.cuda.make_graphed_callables(
+                _Forward(self.model), tuple(a.detach().clone().requires_grad_(a.requires_grad)
+                                            for a in args), allow_unused_input=True)
+        except Exception as exc:  # e.g. a host sync inside forward: not capturable
+            log.warning("CUDA graph capture failed (%s: %s); this model trains eagerly. "
+                        "cuda_graphs=false skips the attempt", type(exc).__name__, exc)
+            graphed = None
+        with torch.no_grad():
+            for b, s in zip(self.model.buffers(), saved):
+                b.copy_(s)
+        return graphed
+
+
 def make_optimizer(params, tc) -> torch.optim.Optimizer:
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
@@ -128,7 +210,12 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
     model.to(device)
     opt = make_optimizer(param_groups if param_groups is not None else model.parameters(), tc)
     sched = make_schedule(opt, tc, len(data))
-    step_model = torch.compile(model) if ctx.cfg.get("compile") else model
+    if ctx.cfg.get("compile"):
+        step_model = torch.compile(model)
+    elif device.type == "cuda" and ctx.cfg.get("cuda_graphs", True):
+        step_model = CudaGraphed(model)
+    else:
+        step_model = model
     precision = ctx.cfg.get("precision", "fp32")
     steps_per_epoch = len(data)
     total = tc.epochs * steps_per_epoch
@@ -170,6 +257,8 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
             gen = torch.Generator().manual_seed(int(ctx.cfg.seed) * 100003 + epoch)
             model.train()
             for batch in data.epoch(gen, start):
+                if isinstance(step_model, CudaGraphed):
+                    step_model.new_step()
                 with autocast(device, precision):
                     loss = loss_fn(step_model, batch)
                 if penalty is not None:
@@ -232,5 +321,7 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
     finally:
         if bar is not None:
             bar.stop()
+        if isinstance(step_model, CudaGraphed):
+            step_model.release()
     return FitResult(status=status, step=step, epoch=step // steps_per_epoch,
                      metrics=history[-1] if history else {}, best=best, history=history)

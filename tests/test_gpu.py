@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import run_cli, run_folders, summary
 from quadrun import registry
@@ -36,6 +37,51 @@ def test_cg_on_cuda_matches_cpu_iterations():
     assert counts[0] == counts[1]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graphs_train_like_eager(tmp_path, monkeypatch, precision):
+    """`fit` with CUDA graphs (the default on CUDA) gives the eager run's losses, weights and
+    BatchNorm statistics; a short last batch gets its own graph."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from quadrun.artifacts import RunContext
+    from quadrun.nn.resnet import qresnet
+    from quadrun.training import CudaGraphed, TensorBatches, fit
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    captured = []
+    capture = CudaGraphed._capture
+    monkeypatch.setattr(CudaGraphed, "_capture",
+                        lambda self, args: captured.append(tuple(args[0].shape)) or capture(self, args))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, 16, 16, generator=gen).cuda()
+    y = torch.randint(0, 10, (200,), generator=gen).cuda()
+    tc = OmegaConf.create({"epochs": 2, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+                           "nesterov": False, "weight_decay": 1e-4, "schedule": "cosine",
+                           "milestones": [], "lr_decay": 0.1, "grad_clip": 5.0, "eval_every": 1,
+                           "log_every": 1, "checkpoint_every": 0})
+    losses, states = {}, {}
+    for graphs in (False, True):
+        cfg = OmegaConf.create({"experiment": "t", "scale": "t", "seed": 0, "precision": precision,
+                                "compile": False, "cuda_graphs": graphs})
+        torch.manual_seed(0)
+        model = qresnet(20, width=8, init="random").cuda()
+        ctx = RunContext(tmp_path / str(graphs), cfg, torch.device("cuda"))
+        fit(model, TensorBatches([x, y], 64), lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+            ctx, tc, checkpoint=False)
+        rows = [json.loads(line) for line in (tmp_path / str(graphs) / "metrics.jsonl").open()]
+        losses[graphs] = torch.tensor([r["train/loss"] for r in rows if "train/loss" in r])
+        states[graphs] = model.state_dict()
+    assert captured == [(64, 3, 16, 16), (8, 3, 16, 16)]
+    assert len(losses[True]) == 8
+    tol = {"fp32": 1e-4, "bf16": 2e-2}[precision]
+    assert torch.allclose(losses[True], losses[False], rtol=tol)
+    for k, v in states[False].items():
+        assert torch.allclose(states[True][k].float(), v.float(), rtol=tol, atol=tol), k
+
+
 @pytest.mark.parametrize("experiment", sorted(registry.EXPERIMENTS))
 def test_smoke_run_on_cuda(tmp_path, experiment):
     extra = ["precision=bf16"] if experiment == "relinear" else []
@@ -46,3 +92,4 @@ def test_smoke_run_on_cuda(tmp_path, experiment):
     assert summary(run)["status"] in ("completed", "diverged")
     import json
     assert json.loads((run / "meta.json").read_text())["device"].startswith("cuda")
+    assert "CUDA graph capture failed" not in (run / "quadrun.log").read_text()

@@ -160,6 +160,9 @@ class AdditiveDCDMNet(nn.Module):
             nn.Parameter(torch.randn(cout, cin, *shape) / (3 ** dim * cin) ** 0.5)
             for cin, cout in zip(chans[:-1], chans[1:]))
         self.log_gain = nn.Parameter(torch.tensor(4.0).log())
+        # the 1-D interpolation weights, kept on the model's device (no host copy per call,
+        # so a forward can be captured as a CUDA graph); not part of the state dict
+        self.register_buffer("interp", torch.tensor([0.25, 0.75, 0.75, 0.25]), persistent=False)
 
     levels = MultilevelDCDMNet.levels
 
@@ -176,7 +179,7 @@ class AdditiveDCDMNet(nn.Module):
     def _stencil(self, x):
         """The bilinear (trilinear) 2x interpolation stencil: outer product of
         (1, 3, 3, 1) / 4 per axis, as a (1, 1, 4, ...) transposed-convolution weight."""
-        w1 = x.new_tensor([0.25, 0.75, 0.75, 0.25])
+        w1 = self.interp.to(x.dtype)
         w = w1
         for _ in range(x.dim() - 3):
             w = w[..., None] * w1
