@@ -13,16 +13,20 @@ layer is three separate convs (r, g, b), images come through a torch DataLoader 
 per-sample transforms (pad + random crop, flip, to-tensor, normalise, in Python), fp32,
 and `loss.item()` every step. Same model shape, batch and device.
 
-Each method trains 1 + `rounds` epochs of `steps` steps in one go (one `fit` call for
-quadrun's, as a run does), and each epoch is timed; the first is the warm-up (cudnn autotune,
-CUDA graph capture, compile, DataLoader workers). The median and the fastest epoch are
-reported, each with the ratios (on a busy machine the fastest is the least disturbed one).
+Each method trains 1 + `rounds` epochs of `steps` steps, each epoch timed; the first is the
+warm-up (cudnn autotune, CUDA graph capture, compile, DataLoader workers). On a CPU the
+methods take turns, one epoch (one `fit` call) each per round, so slow drifts of a shared
+machine hit them alike; on CUDA each method trains all its epochs in one `fit` call, as a
+run does, so its CUDA graphs are captured once, in the warm-up (--interleaved chooses).
+The median and the fastest epoch are reported, each with the ratios (on a busy machine the
+fastest is the least disturbed).
 On CUDA quadrun's steps replay CUDA graphs (its default); `--breakdown` adds the same
 training without them.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -155,12 +159,14 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
         fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
             param_groups=groups, checkpoint=False, evaluate=lambda m: tick() or {})
 
-    bare_opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    bare_model = copy.deepcopy(model)  # its own weights: the methods train side by side
+    bare_opt = torch.optim.SGD(param_groups(bare_model, 0.1, 1e-4, role_lr={"quad_g": 1e-5, "quad_b": 1e-5}),
+                               lr=0.1, momentum=0.9, weight_decay=1e-4)
 
     def bare(epochs, tick):
         for _ in range(epochs):
             for x, y in batches.epoch(torch.Generator().manual_seed(0)):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(bare_model(x), y)
                 bare_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 bare_opt.step()
@@ -174,9 +180,9 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
     return train, bare, batches_only
 
 
-def epoch_times(train, epochs: int, device) -> list:
-    """Seconds of each of `epochs` epochs of `train(epochs, tick)`; the device is synchronised
-    at each tick, so every epoch's GPU work is inside its own time."""
+def timed_epochs(train, epochs: int, device) -> list:
+    """Seconds of each epoch of `train(epochs, tick)`; the device is synchronised at each
+    tick, so every epoch's GPU work is inside its own time."""
     stamps = []
 
     def tick():
@@ -186,6 +192,20 @@ def epoch_times(train, epochs: int, device) -> list:
     tick()
     train(epochs, tick)
     return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def epoch_times(methods: dict, epochs: int, device, interleaved: bool) -> dict:
+    """{method: seconds of each epoch}. Interleaved: round by round, each method trains one
+    epoch in a fresh call, so slow drifts of a shared machine hit all alike. Otherwise each
+    method trains all its epochs in one call, as a run does; on CUDA that keeps one graph
+    capture per method, out of the timed epochs."""
+    if not interleaved:
+        return {k: timed_epochs(train, epochs, device) for k, train in methods.items()}
+    times = {k: [] for k in methods}
+    for _ in range(epochs):
+        for k, train in methods.items():
+            times[k] += timed_epochs(train, 1, device)
+    return times
 
 
 def main(argv=None) -> dict:
@@ -199,6 +219,9 @@ def main(argv=None) -> dict:
                    help="reference DataLoader workers (-1: 0 on CPU, 4 on CUDA)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="quadrun's autocast on CUDA (the reference stays fp32)")
+    p.add_argument("--interleaved", default=None, action=argparse.BooleanOptionalAction,
+                   help="one epoch per call, methods in turn (default on a CPU) or all epochs "
+                        "in one call per method (default on CUDA: one graph capture per method)")
     p.add_argument("--compile", action="store_true", help="torch.compile quadrun's models")
     p.add_argument("--breakdown", action="store_true",
                    help="also time quadrun's bare steps (no fit loop) and its batches alone")
@@ -243,11 +266,13 @@ def main(argv=None) -> dict:
             methods["  QResNet20 without graphs"] = quadrun_runner(
                 qresnet(20), images, y, args, device, tmp, cuda_graphs=False)[0]
         methods.update({"  QResNet20 bare steps": q_bare, "  augmented batches": q_batches})
-    times = {k: epoch_times(fn, 1 + args.rounds, device)[1:] for k, fn in methods.items()}
+    interleaved = args.interleaved if args.interleaved is not None else device.type == "cpu"
+    times = {k: v[1:] for k, v in epoch_times(methods, 1 + args.rounds, device, interleaved).items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), batch {args.batch}, {args.steps} steps/epoch, "
           f"{args.rounds} timed epochs, threads {torch.get_num_threads()}, reference workers "
-          f"{workers}, quadrun precision {args.precision}, channels_last {args.channels_last}")
+          f"{workers}, quadrun precision {args.precision}, channels_last {args.channels_last}, "
+          f"{'interleaved' if interleaved else 'continuous'} epochs")
     out = {}
     for label, pick in (("median epoch", statistics.median), ("fastest epoch", min)):
         sec = {k: pick(v) for k, v in times.items()}
