@@ -1,12 +1,13 @@
 """Training-step throughput: quadrun's QResNet20 / ResNet20 versus a reference loop.
 
-    python benchmarks/train.py --device cpu --steps 4 --batch 128
-    python benchmarks/train.py --device cuda --steps 50 --batch 128 --precision bf16
+    python benchmarks/train.py --device cpu --steps 2 --rounds 7 --compile
+    python benchmarks/train.py --device cuda --steps 40 --rounds 5 --breakdown [--precision bf16]
 
 quadrun's path is the real one: `quadrun.training.fit` over device-resident CIFAR-shaped
 uint8 images (`TensorBatches` + batched `Augment`), the fused quadratic conv, param groups
 by role, losses summed on the device, channels_last convs (faster on CPU as well as on
-CUDA: see the report), bf16 autocast on CUDA when asked.
+CUDA: see the report), on CUDA each forward and backward replayed as a CUDA graph, bf16
+autocast on CUDA when asked; with --compile also the same path with compile=true.
 
 The reference loop is written here the way the public ReLinear code trains: each quadratic
 layer is three separate convs (r, g, b), images come through a torch DataLoader with
@@ -133,7 +134,7 @@ def reference_train(model, loader, opt, device, epochs: int, tick) -> None:
 
 # -- quadrun's path ------------------------------------------------------------------------------------
 def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, device, tmp: Path,
-                   cuda_graphs: bool = True):
+                   cuda_graphs: bool = True, compile: bool = False):
     """Functions `train(epochs, tick)`: `epochs` epochs of `len(images) / batch` steps
     through `fit` (tick at each epoch end, from `fit`'s evaluation hook), and for
     --breakdown the bare forward/backward/SGD steps on the same augmented batches, and the
@@ -146,7 +147,7 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
         model.to(memory_format=torch.channels_last)
     batches = TensorBatches([images, labels], args.batch, transform=Augment(data, 4, True))
     cfg = OmegaConf.create({"experiment": "bench", "scale": "bench", "seed": 0,
-                            "precision": args.precision, "compile": args.compile,
+                            "precision": args.precision, "compile": compile,
                             "cuda_graphs": cuda_graphs})
     groups = param_groups(model, 0.1, 1e-4, role_lr={"quad_g": 1e-5, "quad_b": 1e-5})
 
@@ -155,7 +156,7 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
                                "nesterov": False, "weight_decay": 1e-4, "schedule": "none",
                                "milestones": [], "lr_decay": 0.1, "grad_clip": 0.0,
                                "eval_every": 1, "log_every": 10 ** 9, "checkpoint_every": 0})
-        ctx = RunContext(tmp / f"run{id(model)}_{cuda_graphs}", cfg, device)
+        ctx = RunContext(tmp / f"run{id(model)}_{cuda_graphs}_{compile}", cfg, device)
         fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
             param_groups=groups, checkpoint=False, evaluate=lambda m: tick() or {})
 
@@ -222,7 +223,8 @@ def main(argv=None) -> dict:
     p.add_argument("--interleaved", default=None, action=argparse.BooleanOptionalAction,
                    help="one epoch per call, methods in turn (default on a CPU) or all epochs "
                         "in one call per method (default on CUDA: one graph capture per method)")
-    p.add_argument("--compile", action="store_true", help="torch.compile quadrun's models")
+    p.add_argument("--compile", action="store_true",
+                   help="also time quadrun's QResNet20 with compile=true (torch.compile)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time quadrun's bare steps (no fit loop) and its batches alone")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -261,6 +263,9 @@ def main(argv=None) -> dict:
         "reference QResNet20": lambda epochs, tick: reference_train(ref_model, loader, ref_opt,
                                                                     device, epochs, tick),
     }
+    if args.compile:
+        methods["quadrun QResNet20 compiled"] = quadrun_runner(
+            qresnet(20), images, y, args, device, tmp, compile=True)[0]
     if args.breakdown:
         if device.type == "cuda":
             methods["  QResNet20 without graphs"] = quadrun_runner(
@@ -283,6 +288,9 @@ def main(argv=None) -> dict:
         speedup = rate["quadrun QResNet20"] / rate["reference QResNet20"]
         step_ratio = sec["quadrun QResNet20"] / sec["quadrun ResNet20"]
         print(f"  quadrun QResNet20 / reference QResNet20 images/s: {speedup:.2f}x")
+        if args.compile:
+            compiled = rate["quadrun QResNet20 compiled"] / rate["reference QResNet20"]
+            print(f"  ... with compile=true:                           {compiled:.2f}x")
         print(f"  quadrun QResNet20 / ResNet20 step time:          {step_ratio:.2f}x")
         out[label] = {"images_per_s": rate, "speedup_vs_reference": speedup,
                       "qresnet_over_resnet": step_ratio}
