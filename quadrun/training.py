@@ -87,13 +87,14 @@ class _Forward(torch.nn.Module):
 class CudaGraphed:
     """`model`, with its training forward and backward replayed as CUDA graphs.
 
-    Small models on a GPU are bound by the host launching their kernels one by one (a
-    QResNet20 step at batch 128 on an H100: ~22 ms of launches for ~6 ms of GPU work). A
-    graph launches a whole forward, or a whole backward, at once. One graph is captured per
+    Small models on a GPU are bound by the host launching their kernels one by one. A graph
+    launches a whole forward, or a whole backward, at once (a QResNet20 step at batch 128 on
+    an H100: 17.3 ms eager, 6.2 ms with graphs; benchmarks/train.py --breakdown). One graph is captured per
     input signature (shapes, dtypes, strides, autocast), at most `max_graphs`, through
     `torch.cuda.make_graphed_callables`. Eager instead: eval mode, no grad, arguments that
     are not CUDA tensors, signatures past `max_graphs`, and a second call with the same
     signature in one step (a graph's output buffers are reused; `new_step` starts a step).
+    After a failed capture (e.g. a host copy inside forward) the model trains eagerly.
 
     Capture runs three warm-up passes; the buffers they change (BatchNorm statistics) are
     put back, so a graphed run trains like an eager one. Parameters, buffers and the
@@ -133,7 +134,8 @@ class CudaGraphed:
             return model(*args)
         self.used.add(key)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(args) if len(self.graphs) < self.max_graphs else None
+            room = len(self.graphs) < self.max_graphs and None not in self.graphs.values()
+            self.graphs[key] = self._capture(args) if room else None
         graphed = self.graphs[key]
         return graphed(*args) if graphed is not None else model(*args)
 
