@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from quadrun import registry
-from quadrun.schema import ConfigError, register
+from quadrun.schema import SCALES, ConfigError, register
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
 
@@ -49,13 +49,14 @@ def _one_line(exc: BaseException) -> str:
         if found:
             missing = found.group(1)
             group, _, option = missing.rpartition("/")
-            if group.startswith("sizes"):
-                return (f"scale: experiment {group.split('/')[-1]!r} has no {option!r} size "
-                        f"(add configs/{missing}.yaml)")
-            options = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+            options = set(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+            if group == "experiment":
+                options |= set(registry.names())
+            elif group == "scale":
+                options |= set(SCALES)
             if options or group:
                 return (f"{group}: unknown {option!r}; must be one of: "
-                        + (", ".join(options) or "(none)"))
+                        + (", ".join(sorted(options)) or "(none)"))
         return text.splitlines()[0]
     if cause is not None:
         key = getattr(cause, "full_key", None) or ""

@@ -33,7 +33,9 @@ def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=
 
 @dataclass
 class TrainConfig:
-    """The one training loop's settings (quadrun.training.fit)."""
+    """The one training loop's settings (quadrun.training.fit). Each training of an
+    experiment has its own, inside the experiment's section (e.g. `relinear.train`), with
+    the experiment's defaults: `train: TrainConfig = train_config(optimizer="adam", ...)`."""
     epochs: int = spec(10, ge=1, le=1_000_000)
     batch_size: int = spec(128, ge=1, le=1_048_576)
     optimizer: str = spec("sgd", choices=["sgd", "adam", "adamw"])
@@ -48,6 +50,14 @@ class TrainConfig:
     eval_every: int = spec(1, ge=1, le=1_000_000, help="epochs between evaluations")
     log_every: int = spec(50, ge=1, le=10**9, help="steps between logged points")
     checkpoint_every: int = spec(0, ge=0, le=10**9, help="steps between checkpoints; 0: each epoch end")
+
+
+def train_config(**defaults) -> Any:
+    """A TrainConfig field of an experiment's Config, with that training's own defaults."""
+    unknown = set(defaults) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"train_config: unknown TrainConfig fields {sorted(unknown)}")
+    return field(default_factory=lambda: TrainConfig(**copy.deepcopy(defaults)))
 
 
 @dataclass
@@ -65,7 +75,6 @@ class BaseConfig:
     logger: str = spec("none", choices=["none", "tensorboard"])
     resume: Optional[str] = None
     data_dir: str = "data"
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def root_schema(experiments: dict) -> type:
@@ -75,10 +84,18 @@ def root_schema(experiments: dict) -> type:
 
 
 def register(experiments: dict) -> type:
+    """The root schema, and one `experiment=<name>` and `scale=<name>` option for each
+    experiment and scale (so an experiment needs no YAML file)."""
     from hydra.core.config_store import ConfigStore
 
+    store = ConfigStore.instance()
     schema = root_schema(experiments)
-    ConfigStore.instance().store(name="quadrun_schema", node=schema)
+    store.store(name="quadrun_schema", node=schema)
+    for name in experiments:
+        store.store(group="experiment", name=name, package="_global_",
+                    node={"experiment": name, name: {}})
+    for name in SCALES:
+        store.store(group="scale", name=name, package="_global_", node={"scale": name})
     return schema
 
 
