@@ -187,7 +187,7 @@ def fmt_cell(cell: dict) -> str:
         return "-"
     if "true" in cell:                       # a flag: how many of how many
         return f"{cell['true']}/{cell['n']}"
-    if cell["n"] == 1:
+    if cell["n"] == 1 or cell["std"] == 0:
         return f"{cell['mean']:.4g}"
     return f"{cell['mean']:.4g} ± {cell['std']:.2g}"
 

@@ -20,7 +20,7 @@ def sweep_jobs(cwd: Path, experiment: str = "toy") -> list[Path]:
 
 
 def test_submitit_local_sweep_then_report(tmp_path):
-    r = run_cli("-m", "experiment=toy", "seed=0,1", "cluster=local", "train.epochs=2",
+    r = run_cli("-m", "experiment=toy", "seed=0,1", "cluster=local", "toy.train.epochs=2",
                 cwd=tmp_path, toy=True, timeout=300)
     assert r.returncode == 0, r.stderr
     jobs = sweep_jobs(tmp_path)
@@ -28,15 +28,17 @@ def test_submitit_local_sweep_then_report(tmp_path):
     assert [summary(j)["seed"] for j in jobs] == [0, 1]
     assert all(summary(j)["status"] == "completed" for j in jobs)
     sweep = jobs[0].parent
-    r = run_cli(str(sweep), cwd=tmp_path, script="quadrun.report")
+    r = run_cli(str(sweep), cwd=tmp_path, toy=True, script="quadrun.report")
     assert r.returncode == 0, r.stderr
     md = (sweep / "report" / "table.md").read_text()
-    assert "| train.epochs=2 | 2 | 2 | 0 | 0 | 0 | 0 |" in md
+    assert md.startswith("2 runs: 2 completed")
+    assert md.index("### Claims: toy") < md.index("| n | 2 |")   # two records pooled
+    assert "| fits | holds |" in md
     assert (sweep / "report" / "table.tex").exists() and (sweep / "report" / "results.csv").exists()
 
 
 def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tmp_path):
-    r = run_cli("-m", "experiment=toy", "toy.fail_at=0,3", "toy.nan_after=0,2", "train.epochs=1",
+    r = run_cli("-m", "experiment=toy", "toy.fail_at=0,3", "toy.nan_after=0,2", "toy.train.epochs=1",
                 cwd=tmp_path, toy=True, timeout=300)
     jobs = sweep_jobs(tmp_path)
     statuses = [summary(j)["status"] for j in jobs]
@@ -46,7 +48,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tmp_path):
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.02", "train.epochs=12", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.02", "toy.train.epochs=12", "toy.train.log_every=3"]
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref_dir.mkdir(), job_dir.mkdir()
     r = run_cli(*args, cwd=ref_dir, toy=True)
