@@ -6,6 +6,7 @@ no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from importlib import resources
@@ -33,7 +34,7 @@ def _error(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, experiment: str | None = None, overrides: tuple = ()) -> str:
     """Hydra's and OmegaConf's multi-line errors as `key: reason`."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
@@ -61,11 +62,54 @@ def _one_line(exc: BaseException) -> str:
     if cause is not None:
         key = getattr(cause, "full_key", None) or ""
         reason = str(getattr(cause, "msg", "") or cause).strip().splitlines()[0]
-        if "not in" in reason or "not in struct" in reason:
-            reason = f"unknown key ({reason})"
+        if key and ("not in" in reason or "not in struct" in reason):
+            from quadrun.schema import unknown_key
+
+            typed = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+            key = next((t for t in typed if t.startswith(key + ".")), key)  # what was typed
+
+            return unknown_key(key, registry.load_all(), experiment)
         return f"{key}: {reason}" if key else reason
     lines = [l for l in str(exc).strip().splitlines() if l.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+FLAGS = ("-m", "--multirun", "-h", "--help", "--hydra-help", "--version", "--resolve",
+         "--experimental-rerun", "-i", "--info", "-sc", "--shell-completion")
+VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+               "-cd", "--config-dir")
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+              "-sc", "--version")
+
+
+def _check_flags(argv: list) -> None:
+    """Only Hydra's own flags, written in full (argparse would take `--experiment=x` as an
+    abbreviation of --experimental-rerun)."""
+    for a in argv:
+        if a.startswith("-") and a.split("=", 1)[0] not in FLAGS + VALUE_FLAGS:
+            guess = a.lstrip("-")
+            raise ConfigError(f"arguments: {a!r} is not an option; overrides are written without "
+                              f"dashes, e.g. {guess if '=' in guess else 'experiment=relinear'} "
+                              "(-m for a sweep; quadrun --help lists the options)")
+
+
+def _parse_error(override: str, exc: BaseException) -> ConfigError:
+    """One line for an override Hydra's grammar rejects, and the right form."""
+    key = override.split("=", 1)[0].lstrip("+~") or "overrides"
+    text = str(exc)
+    if "=" not in override:
+        why = "it has no '='"
+    elif "LexerNoViableAlt" in text or "token recognition" in text:
+        why = "it has a character that needs quotes"
+    elif override.rstrip().endswith(","):
+        why = "it ends with a comma"
+    elif override.count("[") != override.count("]") or override.count("{") != override.count("}"):
+        why = "a bracket is not closed"
+    else:
+        why = "it is not valid override syntax"
+    return ConfigError(f"{key}: cannot parse {override!r}: {why}; write key=value, quote a value "
+                       "with spaces or special characters (key='a b'), key=[a,b] for a list, "
+                       "-m key=a,b for a sweep")
 
 
 def _split(argv: list) -> tuple[list, bool]:
@@ -77,6 +121,24 @@ def _split(argv: list) -> tuple[list, bool]:
         elif not arg.startswith("-"):
             overrides.append(arg)
     return overrides, multirun
+
+
+def _latest_run(experiment: str) -> Path:
+    """The newest run folder of `experiment` under ./outputs (single runs, not sweeps)."""
+    import json
+
+    root = Path("outputs") / experiment
+    runs = [p for p in root.glob("*") if p.is_dir() and (p / ".hydra" / "overrides.yaml").exists()]
+    if not runs:
+        raise ConfigError(f"resume: 'latest' found no run of experiment {experiment!r} under "
+                          f"{root}; give a run folder (resume=outputs/{experiment}/<folder>)")
+
+    def started(p: Path):
+        try:
+            return (json.loads((p / "meta.json").read_text()).get("start") or "", p.name)
+        except (OSError, ValueError):
+            return ("", p.name)
+    return max(runs, key=started)
 
 
 def _resume_overrides(folder: str) -> list:
@@ -98,7 +160,13 @@ def _variants(overrides: list) -> list:
     """One override list per value of each sweep dimension (others at their first value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parser = OverridesParser.create()
+    parsed = []
+    for o in overrides:
+        try:
+            parsed += parser.parse_overrides([o])
+        except Exception as exc:  # Hydra's grammar errors name token types: say it plainly
+            raise _parse_error(o, exc) from None
     firsts, sweeps = [], []
     for o in parsed:
         if o.is_sweep_override():
@@ -121,7 +189,7 @@ def _compose(overrides: list):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
 
@@ -139,12 +207,12 @@ def _culprit(overrides: list) -> str | None:
 
 def preflight(argv: list, experiments: dict) -> list:
     """Validate the command line; return the argv that Hydra should see."""
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from quadrun.schema import validate
 
-    if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion",
-                 "-sc", "--version") or a.startswith(("--info=", "--cfg=")) for a in argv):
+    _check_flags(argv)
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
         return argv
     overrides, multirun = _split(argv)
     resume = [o for o in overrides if o.startswith("resume=")]
@@ -153,26 +221,68 @@ def preflight(argv: list, experiments: dict) -> list:
         if multirun:
             raise ConfigError("resume: cannot be combined with -m (resume one run folder)")
         extra = [o for o in overrides if not o.startswith("resume=")]
+        if folder == "latest":
+            chosen = [o.split("=", 1)[1] for o in extra if o.startswith("experiment=")]
+            folder = str(_latest_run(chosen[-1] if chosen else "relinear"))
+            extra = [o for o in extra if not o.startswith("experiment=")]
+            print(f"quadrun: resuming {folder}", file=sys.stderr)
         overrides = _resume_overrides(folder) + extra
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
         variants = _variants(overrides)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
+    if not multirun:
+        _no_sweeps(overrides)
     for variant in variants:
         try:
             cfg = _compose(variant)
         except Exception as exc:
-            message = _one_line(exc)
+            chosen = [o.split("=", 1)[1] for o in variant if o.startswith("experiment=")]
+            message = _one_line(exc, chosen[-1] if chosen else "relinear", variant)
             if not re.match(r"^[^\s:]+: ", message):  # name the override that breaks it
                 culprit = _culprit(variant)
                 if culprit:
                     message = f"{culprit.split('=', 1)[0].lstrip('+~')}: {message} (in {culprit!r})"
             raise ConfigError(message) from None
+        output = OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run,
+                                        resolve=False)["dir"]
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
+    _check_writable(output)
     return argv
+
+
+def _no_sweeps(overrides: list) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            value = o.input_line.split("=", 1)[1]
+            raise ConfigError(f"{key}: {value!r} is a sweep; add -m to run one job per value "
+                              f"(quadrun -m {o.input_line}), or write {key}=[{value}] for a list")
+
+
+def _check_writable(output) -> None:
+    """The run folder's fixed part (before any ${...}) must be creatable: one line, not two
+    tracebacks from inside Hydra. Creating it is harmless: Hydra would create it next."""
+    if not isinstance(output, str):
+        return
+    fixed = output.split("${", 1)[0]
+    folder = Path(fixed if fixed.endswith("/") or fixed == output else Path(fixed).parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".quadrun-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"hydra.run.dir: cannot write the run folder {str(folder)!r} "
+                          f"({exc.strerror or exc}); give a writable hydra.run.dir, or run from "
+                          "a writable directory") from None
 
 
 def main(argv: list | None = None) -> None:
@@ -183,11 +293,15 @@ def main(argv: list | None = None) -> None:
         argv = preflight(argv, experiments)
     except ConfigError as exc:
         _error(str(exc))
+    except KeyboardInterrupt:
+        _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
     sys.argv = [sys.argv[0]] + argv
     try:
         _hydra_entry()
     except ValueError as exc:  # Hydra's own argument checks (e.g. -m with --cfg)
         _error(f"arguments: {str(exc).splitlines()[0]}")
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed
+        _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
 
 
 def _task(cfg) -> dict | None:
@@ -210,8 +324,8 @@ def _task(cfg) -> dict | None:
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_FAILED)
     except Interrupted as exc:
-        print(f"quadrun: interrupted: {exc}; run again into the same folder "
-              f"(resume={HydraConfig.get().runtime.output_dir}) to continue", file=sys.stderr)
+        print(f"quadrun: interrupted: {exc}; continue with: "
+              f"quadrun resume={HydraConfig.get().runtime.output_dir}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     return None
 

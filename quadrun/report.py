@@ -76,9 +76,55 @@ class Run:
         self.experiment = self.summary.get("experiment") or self.config.get("experiment") \
             or (from_overrides[-1] if from_overrides else "unknown")
         self.seed = self.summary.get("seed", self.config.get("seed"))
+        self.meta = self._json(vocab.META)
         records = self.summary.get("records")
         self.records = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
         self.record_keys = list(self.summary.get("record_keys") or [])
+
+    def _json(self, name: str) -> dict:
+        try:
+            value = json.loads((self.folder / name).read_text())
+            return value if isinstance(value, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def state(self) -> str:
+        """The status, with an unfinished run told apart: running (its process is alive on
+        this host) or killed (no summary and no process: resume it)."""
+        if self.status != vocab.UNFINISHED:
+            return self.status
+        import os
+        import socket
+
+        pid, host = self.meta.get("pid"), self.meta.get("host")
+        if not pid or host != socket.gethostname():
+            return vocab.UNFINISHED if pid else "pending"
+        try:
+            os.kill(int(pid), 0)
+            return vocab.UNFINISHED
+        except ProcessLookupError:
+            return "killed"
+        except (PermissionError, ValueError):
+            return vocab.UNFINISHED
+
+    @property
+    def last_step(self) -> Optional[int]:
+        """The step of the last point in metrics.jsonl (read from the end of the file)."""
+        path = self.folder / vocab.METRICS
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 4096))
+                lines = fh.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                return int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def _overrides(self) -> list:
         try:
@@ -529,11 +575,52 @@ def print_report(result: dict) -> None:
                   highlight=False)
 
 
+def recent_runs(root: Path, experiment: Optional[str] = None, limit: int = 20) -> list:
+    """The newest run folders under `root` (./outputs), of one experiment or all."""
+    folders = []
+    for exp_dir in sorted(Path(root).glob("*")):
+        if not exp_dir.is_dir() or (experiment and exp_dir.name != experiment):
+            continue
+        folders += [p for p in exp_dir.glob("*") if (p / ".hydra").is_dir()]
+        folders += [p for p in exp_dir.glob("multirun/*/*") if (p / ".hydra").is_dir()]
+    runs = [Run(f) for f in folders]
+    runs.sort(key=lambda r: (r.meta.get("start") or "", str(r.folder)), reverse=True)
+    return runs[:limit]
+
+
+def print_runs(runs: list) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title="recent runs (newest first)")
+    for name in ("folder", "state", "step", "started", "overrides"):
+        rt.add_column(name, overflow="fold")
+    for r in runs:
+        step = r.last_step
+        rt.add_row(str(r.folder), r.state, "-" if step is None else str(step),
+                   (r.meta.get("start") or "-")[:19].replace("T", " "),
+                   " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)")
+    Console().print(rt)
+    if any(r.state in ("killed", "interrupted") for r in runs):
+        print("continue a killed or interrupted run with: quadrun resume=<folder>")
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(prog="quadrun-report", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders")
+    parser.add_argument("paths", nargs="*", type=Path, help="run or sweep folders")
     parser.add_argument("--out", type=Path, help="report folder (default: <first PATH>/report)")
+    parser.add_argument("--runs", nargs="?", const="", metavar="EXPERIMENT",
+                        help="list recent runs under ./outputs (of one experiment) and exit")
     args = parser.parse_args(argv)
+    if args.runs is not None:
+        runs = recent_runs(Path("outputs"), args.runs or None)
+        if not runs:
+            print(f"quadrun-report: error: --runs: no runs under outputs/{args.runs}", file=sys.stderr)
+            sys.exit(2)
+        print_runs(runs)
+        return
+    if not args.paths:
+        parser.error("give run or sweep folders, or --runs")
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         print(f"quadrun-report: error: paths: {missing[0]} does not exist", file=sys.stderr)
@@ -543,3 +630,7 @@ def main(argv: Optional[list] = None) -> None:
               file=sys.stderr)
         sys.exit(2)
     build(args.paths, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -120,6 +120,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     ctx.start()
     log.info("run %s: experiment=%s scale=%s device=%s", run_dir, cfg.experiment, cfg.scale,
              runtime.device)
+    log.info("to continue this run after a stop, kill or crash: quadrun resume=%s", run_dir)
 
     def request_stop(signum, _frame):
         log.warning("signal %s received: checkpointing and stopping", signal.Signals(signum).name)
@@ -139,7 +140,9 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     except Interrupted as exc:
         ctx.finish("interrupted", {"reason": str(exc)})
         chained = previous.get(ctx.stop_signal)
-        if callable(chained):  # the handler that was there before ours, e.g. submitit's requeue
+        if callable(chained) and chained is not signal.default_int_handler:
+            # the handler that was there before ours, e.g. submitit's requeue (never
+            # Python's Ctrl-C handler: it would turn the clean stop into a traceback)
             signal.signal(ctx.stop_signal, chained)
             chained(ctx.stop_signal, None)
         raise

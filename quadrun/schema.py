@@ -140,11 +140,58 @@ def _check_field(key: str, value: Any, meta: dict) -> None:
                 raise ConfigError(f"{key}: {v} is out of range; must be {allowed}")
 
 
-def _walk(node: DictConfig, cls: type, prefix: str) -> None:
+def all_keys(cls: type, prefix: str = "") -> list:
+    """Every dotted key of a config dataclass, nested sections included."""
+    out = []
+    for f in fields(cls):
+        out.append(prefix + f.name)
+        sub = _dataclass_of(f.type) if not isinstance(f.type, str) else None
+        if sub is None and isinstance(f.type, str) and f.default_factory is not MISSING:
+            value = f.default_factory()
+            sub = type(value) if is_dataclass(value) else None
+        if sub is not None:
+            out += all_keys(sub, prefix + f.name + ".")
+    return out
+
+
+def unknown_key(key: str, experiments: dict, experiment: Optional[str] = None) -> str:
+    """`key: unknown key; did you mean ...? allowed here: ...` for a dotted key: the valid
+    keys of its section, the closest matches to what was typed first."""
+    import difflib
+
+    root = root_schema(experiments)
+    known = all_keys(BaseConfig)
+    for name, mod in experiments.items():
+        known += [name] + all_keys(mod.Config, name + ".")
+    parent, _, leaf = key.rpartition(".")
+    while parent and parent not in known:           # the nearest section that exists
+        parent = parent.rpartition(".")[0]
+    leaf = key[len(parent) + 1:] if parent else key
+    section = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent
+                     and (parent or k not in experiments or k == experiment)) \
+        or sorted(f.name for f in fields(root))
+
+    def score(candidate: str) -> float:
+        # "train.epoch" is close to "relinear.train.epochs": compare without the section too
+        tails = [candidate] + [candidate.split(".", i)[-1] for i in range(1, candidate.count(".") + 1)]
+        return max(difflib.SequenceMatcher(None, key, t).ratio() for t in tails)
+
+    pool = [k for k in known if (experiment is None or k.split(".")[0] not in experiments
+                                 or k.split(".")[0] == experiment)
+            and not key.startswith(k + ".")]
+    close = sorted((k for k in pool if score(k) >= 0.75), key=lambda k: (-score(k), k))[:3]
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    near = difflib.get_close_matches(leaf, section, n=len(section), cutoff=0.0)
+    return f"{key}: unknown key; {hint}allowed {'in ' + parent if parent else 'here'}: " + \
+        ", ".join(near)
+
+
+def _walk(node: DictConfig, cls: type, prefix: str, experiments: dict) -> None:
     known = {f.name for f in fields(cls)}
     for key in node.keys():
         if key not in known and not (prefix == "" and key == "hydra"):
-            raise ConfigError(f"{prefix}{key}: unknown key; allowed here: " + ", ".join(sorted(known)))
+            raise ConfigError(unknown_key(f"{prefix}{key}", experiments, node.get("experiment")
+                                          if prefix == "" else prefix.split(".")[0]))
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         value = node.get(f.name)
@@ -157,7 +204,7 @@ def _walk(node: DictConfig, cls: type, prefix: str) -> None:
             sub = OmegaConf.get_type(value)
             sub = sub if is_dataclass(sub) else None
         if sub is not None and isinstance(value, DictConfig):
-            _walk(value, sub, key + ".")
+            _walk(value, sub, key + ".", experiments)
 
 
 def validate(cfg: DictConfig, experiments: dict) -> None:
@@ -173,7 +220,7 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
     except Exception as exc:  # an interpolation that does not resolve
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
-    _walk(cfg, root_schema(experiments), "")
+    _walk(cfg, root_schema(experiments), "", experiments)
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)
