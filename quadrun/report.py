@@ -12,7 +12,8 @@ folders (summary.json, .hydra/overrides.yaml, config.yaml), never a run's intern
   pooled records, with `cfg` read from the group's first run.
 - Record tables: one per experiment (per `part` where records have one), a row per
   combination of the record keys (replicate seeds pooled): mean ± std of every number
-  (sample std), k/n for flags, counts of non-completed records only where there are any.
+  (sample std), k/n for flags, `count` records per row, counts of non-completed records
+  only where there are any.
   Columns that are the same in every row become a header line; a one-row table is shown
   as key: value lines; wide tables wrap into several blocks in the terminal.
 - Figures: the experiment's `figures(records, cfg, save)` on the pooled records.
@@ -317,7 +318,7 @@ def records_table(title: str, rows_in: list, keys: list) -> Table:
         key = ((group,) if multi_group else ()) + tuple(fmt_number(r.get(k)) for k in keys)
         grouped[key].append(r)
     key_names = (["group"] if multi_group else []) + list(keys)
-    columns = key_names + ["n"] + statuses + metrics
+    columns = key_names + ["count"] + statuses + metrics
     rows, data = [], []
     for key in sorted(grouped, key=lambda k: tuple(_sort_key(x) for x in k)):
         members = grouped[key]
@@ -507,7 +508,8 @@ def _figures(study: Study, folder: Path) -> list:
     import matplotlib.pyplot as plt
 
     made = []
-    suffix = "".join(c if c.isalnum() or c in "=-_." else "_" for c in study.group)
+    suffix = "".join(c if c.isalnum() or c in "=-_." else "_" for c in study.group) \
+        if study.label else ""
 
     def save(fig, name: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

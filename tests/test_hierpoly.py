@@ -1,5 +1,6 @@
 """hierpoly: Hermite polynomials, exact target normalisation, the layerwise stage 1, the
-ReLU NTK closed form, ridge selection, n*/slope bookkeeping, and a smoke run of the CLI."""
+ReLU NTK closed form, ridge selection, n*/slope bookkeeping, cells and shared data, the
+claims on constructed records, pooling a sweep over d, and a smoke run of the CLI."""
 import itertools
 import json
 import math
@@ -10,6 +11,7 @@ from numpy.polynomial.hermite_e import hermegauss
 
 from quadrun.data.polynomials import (cumulants_from_moments, hermite, hermite_coefficients,
                                       make_target, moments_from_cumulants)
+from quadrun.experiments import hierpoly
 from quadrun.experiments.hierpoly import n_star, scaling
 from quadrun.nn.hierarchical import (ThreeLayerNet, correlation, fit_layerwise, init_layerwise,
                                      init_mup)
@@ -198,20 +200,240 @@ def test_scaling_recovers_known_exponent():
     assert slope is None and stars[8] is None
 
 
-def test_combine_pools_a_sweep_over_d(tmp_path):
-    from quadrun.experiments.hierpoly import combine
-    for job, d in enumerate((8, 16, 32)):  # one job per d, as the paper sweep runs
-        points = [{"learner": "a", "d": d, "n": n, "seed": s, "test_mse": d ** 2 / n, "corr": None}
-                  for s in range(2) for n in [d ** 2 * 2 ** i for i in range(6)]]
-        (tmp_path / str(job)).mkdir()
-        (tmp_path / str(job) / "summary.json").write_text(json.dumps(
-            {"status": "completed", "experiment": "hierpoly", "points": points,
-             "target_error": 0.2, "k": 2}))
-    out = combine(tmp_path)
-    assert out["runs"] == 3 and out["slope"]["a"]["value"] == pytest.approx(2.0)
+# ---- cells and shared data -----------------------------------------------------------------------
+
+def test_cells_order_dedupe_and_caps():
+    c = hierpoly.Config(dims=[4, 6], ratios=[1, 1.01, 2], replicates=2,
+                        learners=["layerwise", "kernel"], kernel=hierpoly.KernelConfig(max_n=40))
+    cells = hierpoly.cells(c)
+    keys = [(x["learner"], x["d"], x["replicate"], x["n"]) for x in cells]
+    # n = 16 (1 and 1.01 round to the same n: one cell), 32; 36, 72; kernel only n <= 40
+    assert keys == [("layerwise", 4, 0, 16), ("kernel", 4, 0, 16),
+                    ("layerwise", 4, 0, 32), ("kernel", 4, 0, 32),
+                    ("layerwise", 4, 1, 16), ("kernel", 4, 1, 16),
+                    ("layerwise", 4, 1, 32), ("kernel", 4, 1, 32),
+                    ("layerwise", 6, 0, 36), ("kernel", 6, 0, 36), ("layerwise", 6, 0, 72),
+                    ("layerwise", 6, 1, 36), ("kernel", 6, 1, 36), ("layerwise", 6, 1, 72)]
+    assert set(cells[0]) == {"learner", "d", "replicate", "n"}
+    # the default caps are the cpu scale's: the baselines stop at n = 16384
+    counts = {}
+    for x in hierpoly.cells(hierpoly.Config()):
+        counts[x["learner"]] = counts.get(x["learner"], 0) + 1
+    assert counts == {"layerwise": 3 * 3 * 7, "kernel": 3 * (7 + 7 + 5), "relu2": 3 * (7 + 7 + 5)}
+
+
+def test_torch_free_names_match_the_library():
+    from quadrun.data import polynomials
+    from quadrun.nn.hierarchical import SIGMA1
+    assert (hierpoly.INNER, hierpoly.OUTER, hierpoly.SPECTRA) == \
+        (polynomials.INNER, polynomials.OUTER, polynomials.SPECTRA)
+    assert sorted(hierpoly.SIGMA1) == sorted(SIGMA1)
+
+
+class _Ctx:
+    """What measure uses of a RunContext: runtime seed, device, shared memo."""
+
+    def __init__(self, seed=0):
+        from types import SimpleNamespace
+        self.runtime = SimpleNamespace(seed=seed, device=torch.device("cpu"))
+        self.device = self.runtime.device
+        self.memo, self.built = {}, []
+
+    def shared(self, key, build):
+        if key not in self.memo:
+            self.built.append(key[1:2] + key[2:3] + key[4:])
+            self.memo[key] = build()
+        return self.memo[key]
+
+
+def test_measure_shares_data_between_learners_and_keeps_only_the_latest():
+    c = hierpoly.Config(dims=[4], ratios=[4, 8], replicates=1, n_test=500,
+                        layerwise=hierpoly.LayerwiseConfig(width2=50),
+                        kernel=hierpoly.KernelConfig(exact_max_n=200, rf_features=64))
+    ctx = _Ctx()
+    recs = [{**cell, **hierpoly.measure(c, cell, ctx)}
+            for cell in hierpoly.cells(c) if cell["learner"] in ("layerwise", "kernel")]
+    # one target and one test set for (d, replicate), one training sample per n
+    assert ctx.built == [("target", 4), ("test", 4), ("train", 4, 64), ("train", 4, 128)]
+    assert sorted(k[1] for k in ctx.memo) == ["target", "test", "train"]   # n = 64 dropped
+    seed = hierpoly.derive_seed(0, "hierpoly", "replicate", 0)
+    assert {r["seed"] for r in recs} == {seed}
+    for r in recs:
+        assert r["status"] == "completed" and 0 < r["test_mse"] < 2
+        assert (r["corr"] is None) == (r["learner"] == "kernel")
+    # the same cell in another run seed draws other data
+    other = hierpoly.measure(c, hierpoly.cells(c)[0], _Ctx(seed=1))
+    assert other["seed"] != seed and other["test_mse"] != recs[0]["test_mse"]
+
+
+# ---- claims on constructed records ------------------------------------------------------------
+
+def _records(learner, exponent, dims=(8, 16, 32), seeds=3, steps=range(6), factors=None):
+    """error = f(d, s) d^exponent / n on the grid n = d^exponent 2^i: n* = 5 f d^exponent."""
+    factor = factors or (lambda d, s: 1 + 0.05 * s)
+    return [{"learner": learner, "d": d, "replicate": s, "seed": 1000 + s,
+             "n": int(d ** exponent * 2 ** i), "test_mse": factor(d, s) * 2.0 ** -i,
+             "corr": None, "seconds": 0.0, "status": "completed"}
+            for d in dims for s in range(seeds) for i in steps]
+
+
+CFG = hierpoly.Config(bootstrap=200)   # k = 2, q = 3, target 0.2
+
+
+def _verdicts(records, cfg=CFG):
+    return {c["id"]: c for c in hierpoly.claims(records, cfg)}
+
+
+def test_claim_dk_holds_and_fails():
+    c = _verdicts(_records("layerwise", 2))["layerwise_dk"]
+    assert c["verdict"] == "holds", c
+    assert c["values"]["slope"]["value"] == pytest.approx(2.0, abs=1e-9)
+    assert "slope 2 [" in c["measured"]
+    c = _verdicts(_records("layerwise", 3))["layerwise_dk"]
+    assert c["verdict"] == "fails" and "above 2" in c["why"], c
+    assert c["values"]["slope"]["low"] > 2.8
+    c = _verdicts(_records("layerwise", 1))["layerwise_dk"]
+    assert c["verdict"] == "fails" and "below 2" in c["why"]
+
+
+def test_claim_dk_uses_joint_when_there_is_no_layerwise():
+    c = _verdicts(_records("joint", 2) + _records("kernel", 4))["layerwise_dk"]
+    assert c["verdict"] == "holds" and c["values"]["learner"] == "joint"
+    assert c["measured"].startswith("joint: n*")
+
+
+def test_claim_dk_inconclusive():
+    # one seed per d: no spread to build an interval from
+    c = _verdicts(_records("layerwise", 2, seeds=1))["layerwise_dk"]
+    assert c["verdict"] == "inconclusive" and "one seed" in c["why"]
+    # already below the target at the first n of d = 8: n* there is only an upper bound
+    recs = _records("layerwise", 2, dims=(16, 32)) + _records("layerwise", 2, dims=(8,), steps=range(3, 6))
+    c = _verdicts(recs)["layerwise_dk"]
+    assert c["verdict"] == "inconclusive" and "upper bound" in c["why"] and "d = 8" in c["why"]
+    # seeds that disagree by a factor 400 between d: the interval holds both k = 2 and kq = 6
+    wild = lambda d, s: {(16, 0): 0.05, (16, 1): 20, (32, 0): 20, (32, 1): 0.05}[(d, s)]
+    c = _verdicts(_records("layerwise", 2, dims=(16, 32), seeds=2, steps=range(-6, 12),
+                           factors=wild))["layerwise_dk"]
+    low, high = c["values"]["slope"]["low"], c["values"]["slope"]["high"]
+    assert low < 2 < 6 < high
+    assert c["verdict"] == "inconclusive" and "too wide" in c["why"], c
+
+
+def test_claim_dk_not_measured():
+    c = _verdicts(_records("kernel", 4))["layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "hierpoly.learners" in c["why"]
+    c = _verdicts(_records("layerwise", 2, dims=(8,)))["layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "at least 2 dimensions" in c["why"]
+    # the grid stops before the target at d = 32 (errors 1 ... 1/4 > 0.2)
+    recs = _records("layerwise", 2, dims=(8, 16)) + _records("layerwise", 2, dims=(32,), steps=range(3))
+    c = _verdicts(recs)["layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "not reached" in c["why"] and "d = 32" in c["why"]
+    assert "d=32: error 0.263 at the largest n = 4096" in c["measured"]  # mean factor 1.05, / 4
+
+
+def test_claim_kernel_holds_fails_inconclusive():
+    net = _records("layerwise", 2)
+    c = _verdicts(net + _records("kernel", 4))["kernel_more"]
+    assert c["verdict"] == "holds", c
+    assert c["values"]["kernel"]["slope"]["value"] == pytest.approx(4.0, abs=1e-9)
+    c = _verdicts(net + _records("kernel", 1))["kernel_more"]
+    assert c["verdict"] == "fails" and "below" in c["why"], c
+    c = _verdicts(net + _records("kernel", 2.05))["kernel_more"]
+    assert c["verdict"] == "inconclusive" and "overlap" in c["why"], c
+
+
+def test_claim_kernel_not_reached_is_evidence_but_inconclusive():
+    net = _records("layerwise", 2)
+    # the kernel's grid (capped) stops before the target at d = 32
+    kern = _records("kernel", 4, dims=(8, 16)) + _records("kernel", 4, dims=(32,), steps=range(2))
+    c = _verdicts(net + kern)["kernel_more"]
+    assert c["verdict"] == "inconclusive"
+    assert "does not reach the target inside its grid at d = 32" in c["why"]
+    assert "kernel: n* d=8:" in c["measured"] and "d=32: error 0.525 at the largest n" in c["measured"]
+    # no kernel cell at all at d = 32 (every n above kernel.max_n)
+    c = _verdicts(net + _records("kernel", 4, dims=(8, 16)))["kernel_more"]
+    assert c["verdict"] == "inconclusive" and "d=32: no cells" in c["measured"]
+
+
+def test_claim_kernel_not_measured():
+    c = _verdicts(_records("layerwise", 2))["kernel_more"]
+    assert c["verdict"] == "not_measured" and "kernel" in c["why"]
+    c = _verdicts(_records("layerwise", 2, dims=(8,)) + _records("kernel", 4, dims=(8,)))["kernel_more"]
+    assert c["verdict"] == "not_measured" and "at least 2 dimensions" in c["why"]
+
+
+def test_report_pools_a_sweep_over_d(tmp_path):
+    """One job per d, as the paper sweep runs: quadrun-report pools them into one study
+    (hierpoly.dims is a POOL key) and decides the slope across the jobs."""
+    from quadrun import report
+    for job, d in enumerate((8, 16, 32)):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            f"- experiment=hierpoly\n- hierpoly.dims=[{d}]\n")
+        (folder / "config.yaml").write_text(
+            f"experiment: hierpoly\nseed: 0\nhierpoly:\n  dims: [{d}]\n  bootstrap: 200\n")
+        recs = _records("layerwise", 2, dims=(d,)) + _records("kernel", 4, dims=(d,))
+        (folder / "summary.json").write_text(json.dumps(
+            {"status": "completed", "experiment": "hierpoly", "seed": 0, "records": recs,
+             "record_keys": ["learner", "d", "replicate", "n"]}))
+    out = report.build([tmp_path], quiet=True)
+    assert len(out["studies"]) == 1
+    verdicts = {c["id"]: c["verdict"] for c in out["claims"]}
+    assert verdicts == {"layerwise_dk": "holds", "kernel_more": "holds"}
+    # one job alone cannot fit a slope
+    alone = report.build([tmp_path / "0"], out=tmp_path / "alone", quiet=True)
+    assert {c["verdict"] for c in alone["claims"]} == {"not_measured"}
+
+
+def test_summarize_and_figures():
+    recs = _records("layerwise", 2) + _records("kernel", 4, dims=(8, 16))
+    s = hierpoly.summarize(recs, CFG)
+    assert s["k"] == 2 and s["target_error"] == 0.2
+    assert s["n_star"]["layerwise"][16] == pytest.approx(5.25 * 256)
+    assert s["slope"]["layerwise"]["value"] == pytest.approx(2.0)
+    assert s["slope"]["kernel"]["value"] == pytest.approx(4.0)
+    saved = []
+    hierpoly.figures(recs, CFG, lambda fig, name: saved.append(name))
+    assert saved == ["error_vs_n_over_dk", "nstar_vs_d"]
 
 
 # ---- the CLI ---------------------------------------------------------------------------------
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from quadrun import registry
+    from quadrun.cli import config_dir
+    from quadrun.schema import register
+    experiments = registry.load_all()
+    register(experiments)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=list(overrides)), experiments
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_train_keys_live_in_each_training():
+    from omegaconf import open_dict
+    from quadrun.schema import validate
+    cfg, experiments = _compose("experiment=hierpoly", "hierpoly.joint.train.lr=0.01",
+                                "hierpoly.relu2.train.epochs=7")
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    validate(cfg, experiments)
+    assert cfg.hierpoly.joint.train.lr == 0.01 and cfg.hierpoly.relu2.train.epochs == 7
+    assert cfg.hierpoly.joint.train.optimizer == "adam" and cfg.hierpoly.joint.train.schedule == "cosine"
+    assert cfg.hierpoly.relu2.train.lr == 3e-3 and cfg.hierpoly.relu2.max_n == 16384
+    with pytest.raises(Exception, match=r"Key 'lr' is not in struct|hierpoly\.joint\.lr"):
+        _compose("experiment=hierpoly", "hierpoly.joint.lr=0.01")
+    # the paper scale sets the joint training through its own TrainConfig
+    cfg, _ = _compose("experiment=hierpoly", "scale=paper")
+    assert (cfg.hierpoly.joint.train.epochs, cfg.hierpoly.joint.train.lr) == (100, 0.01)
+    assert cfg.hierpoly.k == 3 and cfg.hierpoly.q == 3 and list(cfg.hierpoly.learners) == ["joint", "kernel"]
+
 
 def test_smoke_cli(cli):
     r = cli("experiment=hierpoly", "scale=smoke", "threads=1")
@@ -221,21 +443,28 @@ def test_smoke_cli(cli):
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed"
     learners = {"layerwise", "joint", "kernel", "relu2"}
-    assert {p["learner"] for p in s["points"]} == learners
-    assert len(s["points"]) == 4 * 2 * 3 * 2  # learners x dims x ratios x replicates
-    for p in s["points"]:
-        assert set(p) == {"learner", "d", "n", "seed", "test_mse", "corr"}
+    assert s["record_keys"] == ["learner", "d", "replicate", "n"]
+    assert {p["learner"] for p in s["records"]} == learners
+    assert len(s["records"]) == 4 * 2 * 3 * 2  # learners x dims x ratios x replicates
+    for p in s["records"]:
+        assert set(p) == {"learner", "d", "replicate", "n", "seed", "test_mse", "corr",
+                          "seconds", "status"}
         assert p["test_mse"] is None or p["test_mse"] > 0
         assert (p["corr"] is None) == (p["learner"] in ("kernel", "relu2"))
-    assert set(s["slope"]) == learners
+    assert len({p["seed"] for p in s["records"]}) == 2
+    assert set(s["slope"]) == learners and s["k"] == 2
     for v in s["slope"].values():
         assert v is None or set(v) == {"value", "low", "high"}
-    assert (run / "plots" / "error_vs_n_over_dk.png").exists()
-    assert (run / "plots" / "nstar_vs_d.png").exists()
-    assert (run / "table.md").exists()
-    # every point is a stage: a rerun into the folder recomputes nothing
+    assert [c["id"] for c in s["claims"]] == ["layerwise_dk", "kernel_more"]
+    assert all(c["verdict"] in ("holds", "fails", "inconclusive", "not_measured") for c in s["claims"])
+    assert list((run / "plots").glob("error_vs_n_over_dk*.png"))
+    assert list((run / "plots").glob("nstar_vs_d*.png"))
+    md = (run / "report" / "table.md").read_text()
+    assert md.index("Claims: hierpoly") < md.index("hierpoly: records")
+    assert "layerwise_dk" in md
+    # every cell is a stage: a rerun into the folder recomputes nothing
     stages = json.loads((run / "stages.json").read_text())["stages"]
-    assert len(stages) == len(s["points"])
+    assert len(stages) == len(s["records"])
 
 
 def test_bad_config_is_one_line(cli):

@@ -71,7 +71,7 @@ def test_claims_are_decided_per_group_on_pooled_records(sweep):
 def test_record_table_means_counts_and_header(sweep):
     result = build([sweep], quiet=True)
     [table] = result["tables"]
-    assert table.columns == ["group", "n", "diverged", "val/mse"]   # steps, model: constant
+    assert table.columns == ["group", "count", "diverged", "val/mse"]   # steps, model: constant
     assert "model: mlp" in table.header and "steps: 16" in table.header
     rows = {row[0]: row for row in table.rows}
     assert rows["toy.width=4"] == ["toy.width=4", "3", "0", "0.13 ± 0.036"]
@@ -126,7 +126,7 @@ def test_flags_are_counted_and_duplicate_columns_dropped():
     recs = [("", {"k": "a", "ok": True, "x": 1.0, "y": 1.0}), ("", {"k": "a", "ok": False, "x": 3.0, "y": 3.0}),
             ("", {"k": "b", "ok": True, "x": 5.0, "y": 5.0})]
     table = records_table("t", recs, ["k"])
-    assert table.columns == ["k", "n", "ok", "x"]             # y duplicates x
+    assert table.columns == ["k", "count", "ok", "x"]             # y duplicates x
     assert table.rows == [["a", "2", "1/2", "2 ± 1.4"], ["b", "1", "1/1", "5"]]
 
 

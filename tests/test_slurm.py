@@ -47,7 +47,7 @@ def test_two_job_sweep_on_slurm_then_report(slurm_cluster, tmp_path):
     r = run_cli(str(jobs[0].parent), cwd=tmp_path, toy=True, script="quadrun.report")
     assert r.returncode == 0, r.stderr
     md = (jobs[0].parent / "report" / "table.md").read_text()
-    assert md.startswith("2 runs: 2 completed") and "| n | 2 |" in md and "| fits | holds |" in md
+    assert md.startswith("2 runs: 2 completed") and "| count | 2 |" in md and "| fits | holds |" in md
 
 
 def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):

@@ -32,7 +32,7 @@ def test_submitit_local_sweep_then_report(tmp_path):
     assert r.returncode == 0, r.stderr
     md = (sweep / "report" / "table.md").read_text()
     assert md.startswith("2 runs: 2 completed")
-    assert md.index("### Claims: toy") < md.index("| n | 2 |")   # two records pooled
+    assert md.index("### Claims: toy") < md.index("| count | 2 |")   # two records pooled
     assert "| fits | holds |" in md
     assert (sweep / "report" / "table.tex").exists() and (sweep / "report" / "results.csv").exists()
 
