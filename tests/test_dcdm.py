@@ -1,14 +1,18 @@
-"""DCDM: identity network == CG, the scale-invariant loss, the networks, the CLI run."""
+"""DCDM: identity network == CG, the scale-invariant loss, the networks, cells and claims
+on constructed records, the CLI run and its resume."""
 import json
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from quadrun.nn.dcdm_net import (AdditiveDCDMNet, DCDMNet, MultilevelDCDMNet, build,
+from quadrun.experiments import dcdm as exp
+from quadrun.nn.dcdm_net import (ARCHS, AdditiveDCDMNet, DCDMNet, MultilevelDCDMNet, build,
                                  scale_invariant_loss)
 from quadrun.solvers import krylov
-from quadrun.solvers.poisson import scene
+from quadrun.solvers.poisson import SCENES, scene
 
 
 @pytest.mark.parametrize("where", [("sphere", 2, 24), ("cavities", 2, 20), ("box_obstacle", 3, 10)])
@@ -62,7 +66,7 @@ def test_loss_backpropagates_through_the_sparse_matrix():
 
 def test_paper_network_shape_and_size():
     net = DCDMNet(dim=3, width=16, blocks=2)
-    assert 90_000 < sum(p.numel() for p in net.parameters()) < 105_000   # NOTES: ~97k at N=64
+    assert 90_000 < sum(p.numel() for p in net.parameters()) < 105_000   # the authors' N=64 net: 97,457
     assert net(torch.randn(2, 1, 8, 8, 8)).shape == (2, 1, 8, 8, 8)
     assert DCDMNet(dim=2)(torch.randn(1, 1, 10, 10)).shape == (1, 1, 10, 10)
 
@@ -161,8 +165,158 @@ def test_dcdm_with_a_network_never_increases_the_energy_error():
     assert errors[-1] < errors[0]
 
 
-RECORD_KEYS = {"solver", "scene", "dim", "n", "iterations", "converged", "rel_residual",
-               "setup_s", "solve_s"}
+# -- cells, records and claims -------------------------------------------------------------------
+def test_the_torch_free_name_lists_match_the_library():
+    assert exp.SCENE_NAMES == list(SCENES)
+    assert exp.SOLVER_NAMES == list(krylov.SOLVERS)
+    assert exp.ARCH_NAMES == list(ARCHS)
+
+
+def test_cells_train_each_dim_once_before_its_solves():
+    c = exp.Config()
+    cells = exp.cells(c)
+    assert [x for x in cells if x["part"] == "train"] == [{"part": "train", "dim": 2},
+                                                          {"part": "train", "dim": 3}]
+    solves = [x for x in cells if x["part"] == "solve"]
+    assert len(solves) == 2 * 2 * 4 * 6                  # dims x factors x scenes x solvers
+    assert {(x["dim"], x["n"]) for x in solves} == {(2, 64), (2, 128), (3, 16), (3, 32)}
+    first_3d = next(i for i, x in enumerate(cells) if x["dim"] == 3)
+    assert cells[first_3d] == {"part": "train", "dim": 3}
+    c.solvers = ["cg", "amg"]
+    assert all(x["part"] == "solve" for x in exp.cells(c)) and len(exp.cells(c)) == 2 * 2 * 4 * 2
+
+
+def test_a_record_keeps_every_residual_or_evenly_spaced_ones():
+    assert exp._kept(5) == [0, 1, 2, 3, 4, 5]
+    assert len(exp._kept(exp.HISTORY - 1)) == exp.HISTORY
+    kept = exp._kept(1000)
+    assert len(kept) == exp.HISTORY and kept[0] == 0 and kept[-1] == 1000
+    assert all(b > a for a, b in zip(kept, kept[1:]))
+
+
+def solve(dim, n, scene_, solver, its, converged=True):
+    return {"part": "solve", "dim": dim, "n": n, "scene": scene_, "solver": solver,
+            "iterations": its, "converged": converged, "rel_residual": 1e-5,
+            "setup_s": 0.0, "solve_s": 0.1}
+
+
+def decide(records, c=None):
+    return {x["id"]: x for x in exp.claims(records, c or exp.Config())}
+
+
+def grid(table):
+    """{(dim, n, scene, solver): iterations (None: not converged)} -> records."""
+    return [solve(d, n, s, v, 300 if its is None else its, converged=its is not None)
+            for (d, n, s, v), its in table.items()]
+
+
+def test_fewer_holds_fails_inconclusive_and_not_measured():
+    good = {(2, 64, "box", "dcdm"): 20, (2, 64, "box", "cg"): 100,
+            (2, 64, "sphere", "dcdm"): 25, (2, 64, "sphere", "cg"): 110}
+    got = decide(grid(good))["fewer"]
+    assert got["verdict"] == "holds" and "fewer on 2/2" in got["measured"]
+    assert "0.2-0.227x" in got["measured"] and "worst 2D n=64 sphere: DCDM 25 vs CG 110" in got["measured"]
+    assert got["values"]["2D n=64 box"] == {"dcdm": 20.0, "cg": 100.0}
+    slower = {**good, (2, 64, "sphere", "dcdm"): 120}
+    assert decide(grid(slower))["fewer"]["verdict"] == "fails"
+    stalled = {**good, (2, 64, "sphere", "dcdm"): None}           # DCDM hit its cap
+    got = decide(grid(stalled))["fewer"]
+    assert got["verdict"] == "fails" and "DCDM not converged vs CG 110" in got["measured"]
+    neither = {**good, (2, 64, "sphere", "dcdm"): None, (2, 64, "sphere", "cg"): None}
+    assert decide(grid(neither))["fewer"]["verdict"] == "inconclusive"
+    cg_only = {k: v for k, v in good.items() if k[3] == "cg"}
+    assert decide(grid(cg_only))["fewer"]["verdict"] == "not_measured"
+
+
+def test_seeds_pooled_by_a_sweep_are_combined_by_their_median():
+    runs = [{(2, 64, "box", "dcdm"): its, (2, 64, "box", "cg"): 100} for its in (20, 200, 30)]
+    got = decide([r for run in runs for r in grid(run)])["fewer"]
+    assert got["verdict"] == "holds"                      # median 30 < 100, though one is 200
+    assert got["values"]["2D n=64 box"]["dcdm"] == 30.0 and "median over 3 seeds" in got["measured"]
+    runs[2][(2, 64, "box", "dcdm")] = 150                 # median 150 > 100
+    assert decide([r for run in runs for r in grid(run)])["fewer"]["verdict"] == "fails"
+
+
+def test_growth_holds_fails_inconclusive_and_not_measured():
+    good = {(2, 64, "box", "dcdm"): 20, (2, 128, "box", "dcdm"): 24,
+            (2, 64, "box", "cg"): 100, (2, 128, "box", "cg"): 200}
+    got = decide(grid(good))["growth"]
+    assert got["verdict"] == "holds"
+    assert got["measured"].startswith("DCDM 1.2-1.2x vs CG 2-2x per doubling; below CG's on 1/1")
+    assert got["values"]["2D box 64->128"] == {"dcdm": 1.2, "cg": 2.0}
+    steep = {**good, (2, 128, "box", "dcdm"): 60}         # 3x against CG's 2x
+    assert decide(grid(steep))["growth"]["verdict"] == "fails"
+    lost = {**good, (2, 128, "box", "dcdm"): None}        # converged at n only
+    assert decide(grid(lost))["growth"]["verdict"] == "fails"
+    never = {**good, (2, 64, "box", "dcdm"): None, (2, 128, "box", "dcdm"): None}
+    assert decide(grid(never))["growth"]["verdict"] == "inconclusive"
+    one_size = {k: v for k, v in good.items() if k[1] == 64}
+    got = decide(grid(one_size))["growth"]
+    assert got["verdict"] == "not_measured" and "n and 2n" in got["why"]
+    # growth is compared per scene: 4n also pairs with 2n
+    chain = {**good, (2, 256, "box", "dcdm"): 60, (2, 256, "box", "cg"): 400}
+    got = decide(grid(chain))["growth"]
+    assert got["verdict"] == "fails" and set(got["values"]) == {"2D box 64->128", "2D box 128->256"}
+
+
+def test_unseen_holds_fails_inconclusive_and_not_measured():
+    good = {(2, 64, "box", "dcdm"): 20, (2, 64, "sphere", "dcdm"): 30,
+            (2, 64, "two_obstacles", "dcdm"): 40}
+    got = decide(grid(good))["unseen"]
+    assert got["verdict"] == "holds" and "unseen/training 1.5-2x" in got["measured"]
+    assert "worst 2D n=64 two_obstacles: 40 vs 20 on box" in got["measured"]
+    far = {**good, (2, 64, "sphere", "dcdm"): 50}           # 2.5x the training scene's
+    assert decide(grid(far))["unseen"]["verdict"] == "fails"
+    stalled = {**good, (2, 64, "sphere", "dcdm"): None}
+    assert decide(grid(stalled))["unseen"]["verdict"] == "fails"
+    untrained = {**good, (2, 64, "box", "dcdm"): None}    # unseen scenes converge, box not
+    assert decide(grid(untrained))["unseen"]["verdict"] == "holds"
+    both = {**untrained, (2, 64, "sphere", "dcdm"): None}   # sphere and box: undecided
+    got = decide(grid(both))["unseen"]
+    assert got["verdict"] == "inconclusive" and got["why"].startswith("1 of 2")
+    no_training_scene = {k: v for k, v in good.items() if k[2] != "box"}
+    got = decide(grid(no_training_scene))["unseen"]
+    assert got["verdict"] == "not_measured" and "training scene (box)" in got["why"]
+    # another training scene changes which scene is the reference
+    c = exp.Config(train_scene="sphere", target_scene="two_obstacles")
+    assert decide(grid(good), c)["unseen"]["verdict"] == "holds"     # 20/30, 40/30
+    assert "worst 2D n=64 two_obstacles: 40 vs 30 on sphere" in decide(grid(good), c)["unseen"]["measured"]
+
+
+def test_no_records_decide_nothing():
+    got = decide([])
+    assert [x["verdict"] for x in got.values()] == ["not_measured"] * 3
+
+
+def test_summarize_targets_and_a_diverged_training():
+    c = exp.Config()
+    records = grid({(2, 64, "two_obstacles", "dcdm"): 20, (2, 64, "two_obstacles", "cg"): 100,
+                    (2, 128, "two_obstacles", "dcdm"): 26, (2, 128, "two_obstacles", "cg"): 210})
+    train = {"part": "train", "dim": 2, "status": "completed"}
+    out = exp.summarize([train] + records, c)
+    assert "status" not in out
+    t = out["targets"]["2d"]
+    assert t["dcdm_over_cg"] == pytest.approx(0.2) and t["dcdm_over_cg_ok"]
+    assert t["dcdm_growth_2n"] == pytest.approx(1.3) and t["dcdm_growth_ok"]
+    assert t["cg_growth_2n"] == pytest.approx(2.1)
+    assert out["targets"]["3d"] == {"scene": "two_obstacles", "n": 16}
+    assert exp.summarize([{**train, "status": "diverged"}] + records, c)["status"] == "diverged"
+
+
+def test_a_solve_after_a_diverged_training_records_no_dcdm_run():
+    ctx = SimpleNamespace(shared=lambda key, build: (None, "diverged"))
+    rec = exp._solve(exp.Config(), ctx, 2, 64, "sphere", "dcdm")
+    assert rec["status"] == "diverged" and rec["converged"] is False and rec["iterations"] is None
+    cell = {"part": "solve", "dim": 2, "n": 64, "scene": "sphere", "solver": "dcdm"}
+    got = decide([{**cell, **rec}, solve(2, 64, "sphere", "cg", 100)])["fewer"]
+    assert got["verdict"] == "fails"
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+SOLVE_FIELDS = {"part", "dim", "n", "scene", "solver", "iterations", "converged",
+                "rel_residual", "setup_s", "solve_s", "residuals"}
+TRAIN_FIELDS = {"part", "dim", "sizes", "ritz_vectors", "status", "steps", "val_loss",
+                "parameters", "train_seconds"}
 
 
 def test_smoke_cli_run(cli):
@@ -171,18 +325,82 @@ def test_smoke_cli_run(cli):
     run = next((cli.cwd / "outputs" / "dcdm").glob("*"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
-    solves = summary["solves"]
-    assert all(set(s) == RECORD_KEYS for s in solves)
+    assert summary["record_keys"] == ["part", "dim", "n", "scene", "solver"]
+    train = [x for x in summary["records"] if x["part"] == "train"]
+    solves = [x for x in summary["records"] if x["part"] == "solve"]
+    assert [x["dim"] for x in train] == [2, 3] and all(set(x) == TRAIN_FIELDS for x in train)
+    assert train[0]["sizes"] == [16, 8] and train[1]["sizes"] == [8, 4]   # train_sizes 2
+    assert all(x["status"] == "completed" and x["steps"] > 0 for x in train)
+    assert all(set(s) == SOLVE_FIELDS for s in solves) and len(solves) == 2 * 2 * 2 * 6
     assert {s["solver"] for s in solves} == set(krylov.SOLVERS)
     assert {(s["dim"], s["n"]) for s in solves} == {(2, 16), (2, 32), (3, 8), (3, 16)}
     for s in solves:
+        assert len(s["residuals"]) == s["iterations"] + 1
+        assert s["residuals"][0] == pytest.approx(1) or s["solver"] == "deflated"  # x0 = coarse
+        assert s["residuals"][-1] <= 1e-4 or not s["converged"]
         if s["solver"] != "dcdm":   # the smoke network is barely trained
             assert s["converged"] and s["rel_residual"] <= 1e-4 * 1.01, s
+    claims = {x["id"]: x for x in summary["claims"]}
+    assert list(claims) == ["fewer", "growth", "unseen"]
+    assert claims["unseen"]["verdict"] == "not_measured"    # smoke solves no box scene
+    assert claims["fewer"]["verdict"] in ("holds", "fails", "inconclusive")
     assert set(summary["targets"]) == {"2d", "3d"}
-    assert (run / "plots" / "residuals_2d.png").exists()
+    table = (run / "report" / "table.md").read_text()
+    assert table.split("### ")[1].startswith("Claims: dcdm")
+    assert "| fewer |" in table and "### dcdm: train" in table and "### dcdm: solve" in table
+    assert list((run / "plots").glob("residuals_2d*.png"))
+    assert list((run / "plots").glob("residuals_3d*.png"))
     assert (run / "checkpoints" / "model_2d.pt").exists()
-    assert "| dcdm |" in (run / "table.md").read_text()
     assert list((cli.cwd / "data" / "dcdm").glob("ritz_*.pt"))   # the cached basis
+
+
+def test_resumed_solves_use_the_saved_network(cli):
+    """A run resumed after its training reloads model_<dim>d.pt: the same DCDM solves."""
+    args = ("experiment=dcdm", "scale=smoke", "threads=1", "dcdm.dims=[2]",
+            "dcdm.solvers=[cg,dcdm]")
+    r = cli(*args, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = next((cli.cwd / "outputs" / "dcdm").glob("*"))
+    first = json.loads((run / "summary.json").read_text())["records"]
+    stages = json.loads((run / "stages.json").read_text())
+    stages["stages"] = {k: v for k, v in stages["stages"].items() if k.startswith("part=train")}
+    (run / "stages.json").write_text(json.dumps(stages))
+    (run / "summary.json").unlink()
+    r = cli(f"resume={run}", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((run / "summary.json").read_text())["records"]
+    dcdm_runs = [(a, b) for a, b in zip(first, again) if a.get("solver") == "dcdm"]
+    assert len(first) == len(again) == 1 + 2 * 2 * 2 and len(dcdm_runs) == 4
+    for a, b in dcdm_runs:
+        assert a["iterations"] == b["iterations"] and a["residuals"] == b["residuals"]
+    assert [a["train_seconds"] for a in first if a["part"] == "train"] == \
+        [b["train_seconds"] for b in again if b["part"] == "train"]   # not trained again
+
+
+def test_paper_scale_and_its_sweep_compose():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from quadrun import registry
+    from quadrun.cli import config_dir
+    from quadrun.schema import register
+
+    register(registry.load_all())
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["experiment=dcdm", "scale=paper",
+                                               "sweep=dcdm_paper"], return_hydra_config=True)
+            cpu = compose("config", overrides=["experiment=dcdm"])
+    finally:
+        GlobalHydra.instance().clear()
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2"
+    assert cfg.dcdm.arch == "paper" and list(cfg.dcdm.dims) == [3]
+    assert list(cfg.dcdm.eval_factors) == [1, 2, 4] and cfg.dcdm.check_every == 10
+    assert cfg.dcdm.train.lr == 1e-4 and cfg.dcdm.train.schedule == "none"
+    assert cfg.dcdm.train.optimizer == "adam" and cfg.dcdm.train.batch_size == 10
+    assert cpu.dcdm.arch == "additive" and cpu.dcdm.train.lr == 1e-3 and cpu.dcdm.train.epochs == 2
+    assert "train" not in cpu
 
 
 def test_cli_rejects_training_on_the_target_scene(cli):

@@ -38,7 +38,8 @@ def test_matrix_symmetric_psd_with_region_constants_as_null_space(name, dim, n):
     assert np.sum(np.abs(eig) < 1e-9) == system.regions    # ... and nothing else
     assert np.abs(Z.T @ b).max() < 1e-12 * max(1, np.abs(b).max())  # compatible rhs
     assert np.linalg.norm(b) > 0
-    # rows as NOTES: diagonal = fluid neighbours (walls are solid), -1 per fluid neighbour
+    # rows as Kaneda et al. 2023's MAC matrices: diagonal = fluid neighbours (walls are
+    # solid), -1 per fluid neighbour
     off = A - np.diag(np.diag(A))
     assert set(np.unique(off)) <= {0.0, -1.0}
     assert np.allclose(np.diag(A), -off.sum(1))

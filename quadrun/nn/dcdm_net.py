@@ -1,6 +1,7 @@
 """DCDM's fully convolutional networks (2-D and 3-D) and the scale-invariant loss.
 
-`DCDMNet` (arch "paper"): the published shape. A linear first convolution (1 -> 16
+`DCDMNet` (arch "paper"): the published layers (the wiring around the first residual
+blocks differs from the authors' code, see Kaneda et al. 2023 and its public code). A linear first convolution (1 -> 16
 filters, 3^d), residual blocks at full resolution, one 2x average-pool level with its own
 residual blocks, nearest upsampling added to the full-resolution features (the skip),
 more residual blocks, and a per-cell 1x1 convolution 16 -> 1. Its receptive field is fixed,
@@ -10,20 +11,15 @@ so it acts like a fixed local preconditioner: its iteration counts grow with n.
 follows the grid: pool by 2 until the grid is at most `coarsest` cells across, with ONE set
 of weights shared by every level (like a multigrid cycle). A net trained at n runs at 2n
 with one more level, so its reach grows with the grid, as a multigrid preconditioner's does.
-Measured (cpu scale, 2-D, trained at 64^2 on 64/32/16 together): a level deeper than any
-seen in training (4 levels, at 128^2 or with coarsest=4 at 64^2) stalls DCDM, while the
-depth capped at the trained 3 (`max_levels=3`) converges at 128^2 in 1.6x the iterations
-at 64^2 (CG: 2.04x). So the option stays, with the cap, for experiments; "paper" is the default.
+A level deeper than any seen in training can stall DCDM, hence the optional depth cap
+(`max_levels`); measurements: benchmarks/results/dcdm_notes.md.
 
 `AdditiveDCDMNet` (arch "additive"): a learned, linear, symmetric positive semi-definite
 multilevel preconditioner (BPX-like: the same learned local operator K^T K on every level,
 bilinear interpolation and its adjoint between levels, a learned gain per level). Trained
-with the same loss and data; its depth follows the grid. Measured (cpu scale, 2-D, trained
-on the 64^2 box only): two_obstacles 29 iterations at 64^2 and 36 at 128^2 (CG 250, 510);
-3-D, trained on the 16^3 box: 15 at 16^3, 20 at 32^3 (CG 65, 135). It is the cpu-scale
-default. Tried and dropped (no gain at an unseen depth, or stalls on obstacle scenes):
-the V-cycle above with per-level feature normalisation, linear, or trained at random
-depths or also at 2n; fluid-masked pooling and interpolation in the additive net.
+with the same loss and data; its depth follows the grid. It is the cpu-scale default; what
+was measured with it, and the variants tried and dropped, are in
+benchmarks/results/dcdm_notes.md.
 
 All take the normalised residual on the grid (batch, 1, n, ...) with zeros on solid cells
 and return a direction of the same shape; the solver keeps only the fluid cells.
@@ -148,8 +144,8 @@ class AdditiveDCDMNet(nn.Module):
     a positive scalar per sample. Coarser levels handle smoother parts of the residual; a
     grid twice as wide adds one level of the same form, so what is learned at n carries to
     2n. As a fixed SPD operator it makes DCDM a preconditioned CG, which cannot stall on a
-    scene unlike the training one (measured: the nonlinear multilevel nets gave directions
-    nearly orthogonal to the residual on obstacle scenes at an unseen depth)."""
+    scene unlike the training one (the nonlinear multilevel nets can: their directions may
+    be nearly orthogonal to the residual on obstacle scenes at an unseen depth)."""
 
     def __init__(self, dim: int = 2, width: int = 16, blocks: int = 2, coarsest: int = 4):
         super().__init__()

@@ -275,8 +275,8 @@ def amg_setup(system: PoissonSystem, A, amg: str = "smoothed_aggregation", seed:
 def deflation_setup(system: PoissonSystem, A, deflate: int = 16, seed: int = 0,
                     lanczos_steps: Optional[int] = None, **_) -> dict:
     """The `deflate` lowest Ritz vectors from `lanczos_steps` (default 16 * deflate)
-    Lanczos steps. Fewer steps give inaccurate low modes (at 64^2, 64 steps put the
-    lowest Ritz value 7x above the true one) and then deflation barely helps."""
+    Lanczos steps. Far fewer steps give inaccurate low modes, and then deflation barely
+    helps (benchmarks/results/dcdm_notes.md)."""
     steps = lanczos_steps or 16 * deflate
     values, vectors = ritz(A, steps, seed=seed, dtype=A.dtype, device=A.device)
     return {"W": vectors[:, :deflate].contiguous()}
