@@ -184,6 +184,7 @@ class RunContext:
                             if self.device.type == "cuda" else platform.processor() or "cpu"),
             "start": previous.get("start", _now()),
             "attempts": previous.get("attempts", 0) + 1,
+            "failed_attempts": previous.get("failed_attempts", 0),
             "resumed_at": _now() if previous else None,
             "end": None,
             "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
@@ -199,6 +200,8 @@ class RunContext:
     def finish(self, status: str, summary: dict) -> None:
         assert status in STATUSES, status
         self._meta["end"] = _now()
+        if status == "failed":
+            self._meta["failed_attempts"] = self._meta.get("failed_attempts", 0) + 1
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
                "seed": self.cfg.seed, **summary}
         if self._tb is not None:

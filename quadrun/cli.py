@@ -218,8 +218,15 @@ def preflight(argv: list, experiments: dict) -> list:
     resume = [o for o in overrides if o.startswith("resume=")]
     if resume:
         folder = resume[-1].split("=", 1)[1].strip("'\"")
+        if (Path(folder).expanduser() / "multirun.yaml").exists():   # a sweep folder
+            from quadrun.sweeps import resume_argv
+
+            extra = [o for o in overrides if not o.startswith("resume=")]
+            argv = resume_argv(Path(folder).expanduser()) + extra
+            print(f"quadrun: continuing the sweep in {folder}", file=sys.stderr)
+            return preflight(argv, experiments)
         if multirun:
-            raise ConfigError("resume: cannot be combined with -m (resume one run folder)")
+            raise ConfigError("resume: cannot be combined with -m (give a run or a sweep folder)")
         extra = [o for o in overrides if not o.startswith("resume=")]
         if folder == "latest":
             chosen = [o.split("=", 1)[1] for o in extra if o.startswith("experiment=")]
@@ -304,15 +311,51 @@ def main(argv: list | None = None) -> None:
         _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
 
 
-def _task(cfg) -> dict | None:
+def _task(cfg):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return _run_one(cfg, sweep=False)
+    from omegaconf import open_dict
+
+    from quadrun import sweeps
+
+    job_dir, sweep_dir = Path(hc.runtime.output_dir), Path(str(hc.sweep.dir))
+    summary = sweeps.before_job(cfg, job_dir, sweep_dir)
+    if summary is None:
+        with sweeps.device_slot(cfg, sweep_dir):
+            threads = sweeps.slot_threads(cfg)
+            if threads and not cfg.threads:
+                with open_dict(cfg):
+                    cfg.threads = threads
+            summary = _run_one(cfg, sweep=True)
+        sweeps.after_job(cfg, job_dir, sweep_dir, summary.get("status", "failed"))
+    if "optuna" in str(hc.sweeper.get("_target_", "")):
+        return _objective(cfg, summary)
+    return summary
+
+
+def _objective(cfg, summary: dict) -> float:
+    """The value a search sweeper optimises: `sweep.objective` of the job's summary (NaN for
+    a job that did not complete, which Optuna records as a failed trial)."""
+    import math
+
+    key = cfg.sweep.objective
+    value = summary.get(key) if summary.get("status") == "completed" else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return math.nan
+    return float(value)
+
+
+def _run_one(cfg, sweep: bool) -> dict:
+    from hydra.core.hydra_config import HydraConfig
 
     from quadrun.artifacts import CheckpointError
     from quadrun.runner import RunFailed, run
     from quadrun.training import Interrupted
 
-    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
     except (ConfigError, CheckpointError) as exc:
@@ -321,13 +364,16 @@ def _task(cfg) -> dict | None:
         _error(str(exc), EXIT_BAD_INPUT)
     except RunFailed as exc:
         if sweep:
+            print(f"quadrun: job {HydraConfig.get().runtime.output_dir}: {exc}", file=sys.stderr)
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_FAILED)
     except Interrupted as exc:
-        print(f"quadrun: interrupted: {exc}; continue with: "
-              f"quadrun resume={HydraConfig.get().runtime.output_dir}", file=sys.stderr)
+        hc = HydraConfig.get()
+        folder = hc.sweep.dir if sweep else hc.runtime.output_dir
+        print(f"quadrun: interrupted: {exc}; continue with: quadrun resume={folder}",
+              file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    return None
+    return {"status": "failed"}
 
 
 def _hydra_entry() -> None:

@@ -607,13 +607,59 @@ def print_runs(runs: list) -> None:
         print("continue a killed or interrupted run with: quadrun resume=<folder>")
 
 
+def sweep_status(sweep_dir: Path) -> list:
+    """[(job folder, state, last step, overrides)] of every job of a sweep, pending ones too
+    (from the sweep's multirun.yaml). Reads files only: the jobs are not disturbed."""
+    from quadrun import sweeps
+
+    expected = sweeps.expected_jobs(sweep_dir)
+    known = {str(folder) for folder, _ in expected}
+    found = [p for p in sorted(Path(sweep_dir).iterdir()) if (p / ".hydra").is_dir()
+             and str(p) not in known] if Path(sweep_dir).is_dir() else []
+    rows = []
+    for folder, overrides in expected + [(p, Run(p).overrides) for p in found]:
+        if not (folder / ".hydra").is_dir() and not (folder / vocab.META).exists():
+            rows.append((folder, "pending", None, overrides))
+            continue
+        run = Run(folder)
+        rows.append((folder, run.state, run.last_step, overrides))
+    return rows
+
+
+def print_status(sweep_dir: Path, rows: list) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title=f"sweep {sweep_dir}")
+    for name in ("job (its overrides)", "state", "step"):
+        rt.add_column(name, overflow="fold")
+    counts: dict = {}
+    for folder, state, step, _ in rows:
+        counts[state] = counts.get(state, 0) + 1
+        rt.add_row(folder.name, state, "-" if step is None else str(step))
+    console = Console()
+    console.print(rt)
+    console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                  highlight=False)
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(prog="quadrun-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="run or sweep folders")
     parser.add_argument("--out", type=Path, help="report folder (default: <first PATH>/report)")
     parser.add_argument("--runs", nargs="?", const="", metavar="EXPERIMENT",
                         help="list recent runs under ./outputs (of one experiment) and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="show the state of every job of the given sweep folders and exit")
     args = parser.parse_args(argv)
+    if args.status:
+        for sweep in args.paths:
+            if not (sweep / "multirun.yaml").exists() and not sweep.is_dir():
+                print(f"quadrun-report: error: --status: {sweep} is not a sweep folder",
+                      file=sys.stderr)
+                sys.exit(2)
+            print_status(sweep, sweep_status(sweep))
+        return
     if args.runs is not None:
         runs = recent_runs(Path("outputs"), args.runs or None)
         if not runs:

@@ -100,6 +100,17 @@ def write_report(run_dir: Path, quiet: bool = False) -> None:
         log.info("report: %s", run_dir / vocab.REPORT / "table.md")
 
 
+def _to_log_file(text: str) -> None:
+    """A traceback for the run's log file only (the terminal gets the one-line error)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    handlers = [h for h in logging.getLogger().handlers + log.handlers
+                if isinstance(h, logging.FileHandler)]
+    for h in handlers:
+        h.handle(record)
+    if not handlers:
+        log.error("%s", text)
+
+
 def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     """Run one experiment into `run_dir` (Hydra's output dir by default) and return its
     summary. Raises ConfigError for bad input, Interrupted when stopped by a signal
@@ -150,7 +161,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         ctx.finish("failed", {"error": str(exc)})
         raise
     except Exception as exc:
-        log.error("run failed:\n%s", traceback.format_exc())
+        _to_log_file(f"run failed:\n{traceback.format_exc()}")
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ctx.finish("failed", {"error": message})
         raise RunFailed(f"run failed: {message} (traceback in {run_dir}/{vocab.LOG})") from exc

@@ -61,6 +61,18 @@ def train_config(**defaults) -> Any:
 
 
 @dataclass
+class SweepConfig:
+    """How the jobs of a sweep behave (quadrun/sweeps.py); none of it defines a result."""
+    retries: int = spec(0, ge=0, le=100, help="times a failed job is run again when the sweep "
+                                              "is launched again")
+    fail_fast: bool = spec(False, help="after the first failed job, start no more")
+    jobs_per_device: int = spec(0, ge=0, le=64, help="jobs at once per GPU (CPU: processes "
+                                                     "sharing the cores); 0: no packing")
+    objective: Optional[str] = spec(None, help="summary key a search sweeper (optuna) "
+                                               "optimises, e.g. test/acc")
+
+
+@dataclass
 class BaseConfig:
     experiment: str = "relinear"
     scale: str = spec("cpu", choices=list(SCALES))
@@ -75,6 +87,7 @@ class BaseConfig:
     logger: str = spec("none", choices=["none", "tensorboard"])
     resume: Optional[str] = None
     data_dir: str = "data"
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def root_schema(experiments: dict) -> type:

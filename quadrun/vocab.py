@@ -30,13 +30,13 @@ VERDICTS = ("holds", "fails", "inconclusive", "not_measured")
 # -- keys that do not define a result -------------------------------------------------------------
 # Top-level keys: where and how the run ran.
 RUNTIME_KEYS = ("device", "precision", "compile", "cuda_graphs", "deterministic", "threads",
-                "logger", "resume", "data_dir")
+                "logger", "resume", "data_dir", "sweep")
 # Keys of every training config (`<experiment>.train.*`, `<experiment>.<part>.train.*`):
 # how often to log and checkpoint.
 TRAIN_RUNTIME_KEYS = ("log_every", "checkpoint_every")
 # Overrides that never split the groups of a report: the seed (runs of one group differ in
 # it), the launch machinery, and the runtime keys above.
-REPORT_IGNORED = ("seed", "experiment", "sweep", "cluster", "hydra") + RUNTIME_KEYS
+REPORT_IGNORED = ("seed", "experiment", "cluster", "hydra") + RUNTIME_KEYS
 
 
 def defines_result(key: str) -> bool:
