@@ -154,7 +154,7 @@ class RunContext:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / vocab.CHECKPOINTS).mkdir(exist_ok=True)
         (self.dir / vocab.PLOTS).mkdir(exist_ok=True)
-        self._tb = None
+        self._tracker = None             # logger=tensorboard | mlflow (quadrun.tracking)
         self._meta: dict = {}
 
     @property
@@ -191,11 +191,13 @@ class RunContext:
                                                  "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
                       if k in os.environ} or None,
         }
-        write_json(self.dir / vocab.META, self._meta)
-        if self.cfg.get("logger") == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
+        if previous.get("mlflow_run_id"):
+            self._meta["mlflow_run_id"] = previous["mlflow_run_id"]
+        if self.cfg.get("logger", "none") != "none":
+            from quadrun.tracking import TRACKERS
 
-            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+            self._tracker = TRACKERS[self.cfg.logger](self.dir, self.cfg, self._meta)
+        write_json(self.dir / vocab.META, self._meta)
 
     def finish(self, status: str, summary: dict) -> None:
         assert status in STATUSES, status
@@ -204,8 +206,8 @@ class RunContext:
             self._meta["failed_attempts"] = self._meta.get("failed_attempts", 0) + 1
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
                "seed": self.cfg.seed, **summary}
-        if self._tb is not None:
-            self._tb.close()
+        if self._tracker is not None:
+            self._tracker.finish(status, out)
         try:
             write_json(self.dir / vocab.META, self._meta)
             write_json(self.dir / vocab.SUMMARY, out)  # last, atomic
@@ -214,16 +216,23 @@ class RunContext:
             if status != "failed":
                 raise
 
+    def close(self) -> None:
+        """After the summary and the report: the tracker gets its files, then ends."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.close(self.dir)
+            except Exception as exc:  # a tracker's failure never loses the run folder
+                log.error("logger %s: could not close (%s)", self.cfg.logger, exc)
+
     # -- metrics -----------------------------------------------------------------------
     def log(self, step: int, metrics: dict) -> None:
-        """Append one point to metrics.jsonl (and TensorBoard when on)."""
+        """Append one point to metrics.jsonl (and to the tracker, when one is on)."""
         row = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.dir / vocab.METRICS, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+        if self._tracker is not None:
+            self._tracker.log(int(step), row)
 
     def truncate_metrics(self, step: int, fit: str = "train") -> None:
         """Drop the points of training `fit` logged after `step` (redone after a resume);

@@ -50,6 +50,12 @@ def _one_line(exc: BaseException, experiment: str | None = None, overrides: tupl
         if found:
             missing = found.group(1)
             group, _, option = missing.rpartition("/")
+            extra = {"optuna": "optuna", "submitit_local": "slurm", "submitit_slurm": "slurm"}
+            if group.startswith("hydra/") and option in extra:
+                return (f"{group}: {option!r} needs its Hydra plugin; "
+                        f"pip install 'quadrun[{extra[option]}]'")
+            if group.startswith("hydra/"):
+                return f"{group}: unknown {option!r}; it is not an installed Hydra plugin"
             options = set(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
             if group == "experiment":
                 options |= set(registry.names())
@@ -169,7 +175,12 @@ def _variants(overrides: list) -> list:
             raise _parse_error(o, exc) from None
     firsts, sweeps = [], []
     for o in parsed:
-        if o.is_sweep_override():
+        if o.is_sweep_override() and not o.is_discrete_sweep():  # interval(a, b) of a search
+            value = o.value()
+            values = [str(value.start), str(value.end)]
+            firsts.append(f"{o.get_key_element()}={values[0]}")
+            sweeps.append((len(firsts) - 1, o.get_key_element(), values))
+        elif o.is_sweep_override():
             values = list(o.sweep_string_iterator())
             firsts.append(f"{o.get_key_element()}={values[0]}")
             sweeps.append((len(firsts) - 1, o.get_key_element(), values))
@@ -256,9 +267,14 @@ def preflight(argv: list, experiments: dict) -> list:
             raise ConfigError(message) from None
         output = OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run,
                                         resolve=False)["dir"]
+        cfg_hydra = cfg.hydra
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
+    if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
+            and not cfg.sweep.objective:
+        raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
+                          "optimise, e.g. sweep.objective=test/acc")
     _check_writable(output)
     return argv
 

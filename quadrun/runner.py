@@ -168,3 +168,4 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        ctx.close()

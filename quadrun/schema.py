@@ -84,7 +84,8 @@ class BaseConfig:
     cuda_graphs: bool = True
     deterministic: bool = False
     threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
-    logger: str = spec("none", choices=["none", "tensorboard"])
+    logger: str = spec("none", choices=["none", "tensorboard", "mlflow"],
+                       help="a tracker beside the run folder (quadrun/tracking.py)")
     resume: Optional[str] = None
     data_dir: str = "data"
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -234,6 +235,13 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
     _walk(cfg, root_schema(experiments), "", experiments)
+    logger = cfg.get("logger", "none")
+    if logger != "none":
+        import importlib.util
+
+        if importlib.util.find_spec(logger) is None:
+            raise ConfigError(f"logger: {logger!r} needs its package; "
+                              f"pip install 'quadrun[{logger}]' (or use logger=none)")
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)
