@@ -167,5 +167,8 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         raise RunFailed(f"run failed: {message} (traceback in {run_dir}/{vocab.LOG})") from exc
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # after a stop the process only saves and exits: a second Ctrl-C must not
+            # turn that into a KeyboardInterrupt traceback
+            stopping = ctx.stop_requested and handler is signal.default_int_handler
+            signal.signal(s, signal.SIG_IGN if stopping else handler)
         ctx.close()

@@ -14,6 +14,8 @@ class Config:
     sleep: float = spec(0.0, ge=0, help="seconds per step, so a test can signal mid-run")
     nan_after: int = spec(0, ge=0, help="the loss turns NaN from this step on (0: never)")
     fail_at: int = spec(0, ge=0, help="raise an error at this step (0: never)")
+    fail_seed: int = spec(-1, ge=-1, help="fail_at applies only to the run with this seed "
+                                          "(-1: every run)")
     train: TrainConfig = train_config(optimizer="sgd", lr=0.05, epochs=6, batch_size=32,
                                       log_every=4)
 
@@ -40,7 +42,7 @@ def measure(c, cell, ctx) -> dict:
             import time
             time.sleep(c.sleep)
         calls[0] += 1
-        if c.fail_at and calls[0] >= c.fail_at:
+        if c.fail_at and calls[0] >= c.fail_at and c.fail_seed in (-1, ctx.runtime.seed):
             raise RuntimeError("toy failure requested by toy.fail_at")
         xb, yb = batch
         loss = torch.nn.functional.mse_loss(m(xb), yb)
