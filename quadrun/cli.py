@@ -229,8 +229,9 @@ def preflight(argv: list, experiments: dict) -> list:
     resume = [o for o in overrides if o.startswith("resume=")]
     if resume:
         folder = resume[-1].split("=", 1)[1].strip("'\"")
-        if (Path(folder).expanduser() / "multirun.yaml").exists():   # a sweep folder
-            from quadrun.sweeps import resume_argv
+        from quadrun.sweeps import is_sweep, resume_argv
+
+        if is_sweep(Path(folder).expanduser()):
 
             extra = [o for o in overrides if not o.startswith("resume=")]
             argv = resume_argv(Path(folder).expanduser()) + extra

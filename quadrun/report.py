@@ -654,7 +654,9 @@ def main(argv: Optional[list] = None) -> None:
     args = parser.parse_args(argv)
     if args.status:
         for sweep in args.paths:
-            if not (sweep / "multirun.yaml").exists() and not sweep.is_dir():
+            from quadrun.sweeps import is_sweep
+
+            if not is_sweep(sweep):
                 print(f"quadrun-report: error: --status: {sweep} is not a sweep folder",
                       file=sys.stderr)
                 sys.exit(2)

@@ -110,6 +110,18 @@ def register(experiments: dict) -> type:
                     node={"experiment": name, name: {}})
     for name in SCALES:
         store.store(group="scale", name=name, package="_global_", node={"scale": name})
+    from hydra.core.plugins import Plugins
+
+    # Hydra finds plugins by listing the hydra_plugins namespace, which an editable install
+    # (PEP 660) hides: register the sweeper by hand, as Hydra's Plugins.register allows,
+    # after Hydra's own scan (which re-imports the basic sweeper it subclasses)
+    plugins = Plugins.instance()
+    from hydra_plugins.quadrun_sweeper import QuadrunSweeper
+
+    plugins.register(QuadrunSweeper)
+    store.store(group="hydra/sweeper", name="quadrun", provider="quadrun",
+                node={"_target_": "hydra_plugins.quadrun_sweeper.QuadrunSweeper", "max_batch_size": None,
+                      "params": None})
     return schema
 
 

@@ -3,11 +3,13 @@
 - A job's folder is named by its own overrides (`job_name`), not by its position, so adding
   a value to a sweep list adds one job and renames none, and re-running the same `-m`
   command (or `quadrun resume=<sweep folder>`) finds every job's folder again.
-- `before_job` decides what a job does in a sweep that runs again: a completed (or
-  diverged) job is skipped; a failed one is reported, and run again only while its failed
-  attempts are at most `sweep.retries`; an interrupted or killed one resumes from its
-  checkpoint (the runner does that in any existing folder). With `sweep.fail_fast`, jobs
-  that start after a failure are skipped (and pending SLURM tasks are cancelled).
+- `QuadrunSweeper` (hydra_plugins/quadrun_sweeper: Hydra's basic sweeper, the default) does not launch
+  again a job whose folder holds a completed (or diverged) result, nor a failed one whose
+  failed attempts exceed `sweep.retries`; their folders are not touched. An interrupted or
+  killed job is launched and resumes from its checkpoint (the runner does that in any
+  existing folder). `before_job` checks the same once a job starts, and with
+  `sweep.fail_fast` skips jobs that start after a failure (pending SLURM tasks are
+  cancelled).
 - `sweep.jobs_per_device=N` packs N jobs onto each visible GPU (or N processes on the CPU,
   each with its share of the cores): a job waits for a free slot (a file lock in the sweep
   folder) before it starts.
@@ -38,7 +40,8 @@ FAIL_FAST = ".quadrun-failed"          # written by the first failed job under f
 JOURNAL = ".quadrun-jobs.jsonl"        # one line per job start: what it did this launch
 LAUNCH = ".quadrun-launch.json"        # the current launch's id and start time
 SLOTS = ".quadrun-slots"               # lock files of jobs_per_device
-MULTIRUN = "multirun.yaml"             # Hydra's record of the sweep's config and overrides
+MULTIRUN = "multirun.yaml"             # Hydra's record of the sweep's config (basic sweeper)
+RECORD = ".quadrun-sweep.yaml"         # the same, written for every sweeper at launch
 # Overrides that say how a sweep is launched, not what a job computes: left out of names.
 LAUNCH_KEYS = ("experiment", "sweep", "cluster", "hydra", "resume")
 
@@ -72,11 +75,23 @@ def launch_id(sweep_dir: Path) -> str:
     return str(_read_json(Path(sweep_dir) / LAUNCH).get("id", ""))
 
 
-def _journal(sweep_dir: Path, job_dir: Path, outcome: str, status: Optional[str]) -> None:
+def journal(sweep_dir: Path, job_dir: Path, outcome: str, status: Optional[str]) -> None:
     line = json.dumps({"launch": launch_id(sweep_dir), "job": str(job_dir), "outcome": outcome,
                        "status": status, "time": time.time()})
     with open(Path(sweep_dir) / JOURNAL, "a") as fh:   # small appends: atomic enough
         fh.write(line + "\n")
+
+
+def finished(cfg, job_dir: Path) -> Optional[str]:
+    """Why a job need not run again ("completed", "diverged", "failed"), or None."""
+    status = _read_json(Path(job_dir) / vocab.SUMMARY).get("status")
+    if status in ("completed", "diverged"):
+        return status
+    if status == "failed":
+        failed = int(_read_json(Path(job_dir) / vocab.META).get("failed_attempts", 1))
+        if failed > int(cfg.sweep.retries):
+            return status
+    return None
 
 
 def before_job(cfg, job_dir: Path, sweep_dir: Path) -> Optional[dict]:
@@ -86,27 +101,27 @@ def before_job(cfg, job_dir: Path, sweep_dir: Path) -> Optional[dict]:
     status = summary.get("status")
     if status in ("completed", "diverged"):
         log.info("sweep: %s already %s; skipped", job_dir.name, status)
-        _journal(sweep_dir, job_dir, "skipped", status)
+        journal(sweep_dir, job_dir, "skipped", status)
         return summary
     if status == "failed":
         failed = int(_read_json(job_dir / vocab.META).get("failed_attempts", 1))
         if failed > int(cfg.sweep.retries):
             log.info("sweep: %s failed %d time(s) (sweep.retries=%d); not run again",
                      job_dir.name, failed, cfg.sweep.retries)
-            _journal(sweep_dir, job_dir, "skipped", "failed")
+            journal(sweep_dir, job_dir, "skipped", "failed")
             return summary
         log.info("sweep: %s failed before; retry %d of %d", job_dir.name, failed, cfg.sweep.retries)
     if cfg.sweep.fail_fast and (sweep_dir / FAIL_FAST).exists():
         log.info("sweep: %s not run: a job failed and sweep.fail_fast is set", job_dir.name)
-        _journal(sweep_dir, job_dir, "cancelled", None)
+        journal(sweep_dir, job_dir, "cancelled", None)
         return {"status": "failed", "error": "not run: fail_fast after an earlier failure"}
-    _journal(sweep_dir, job_dir, "ran", None)
+    journal(sweep_dir, job_dir, "ran", None)
     return None
 
 
 def after_job(cfg, job_dir: Path, sweep_dir: Path, status: str) -> None:
     """Record the job's outcome; under fail_fast the first failure stops the rest."""
-    _journal(Path(sweep_dir), Path(job_dir), "finished", status)
+    journal(Path(sweep_dir), Path(job_dir), "finished", status)
     if status != "failed" or not cfg.sweep.fail_fast:
         return
     marker = Path(sweep_dir) / FAIL_FAST
@@ -182,15 +197,27 @@ def _visible_gpus() -> list:
 
 
 # -- the sweep as a whole -------------------------------------------------------------------------
-def expected_jobs(sweep_dir: Path) -> list:
-    """[(folder, overrides)] of every job the sweep's own definition (multirun.yaml) asks
-    for, in launch order; basic sweeps (lists and ranges) only, else []."""
+def is_sweep(folder: Path) -> bool:
+    return (Path(folder) / RECORD).exists() or (Path(folder) / MULTIRUN).exists()
+
+
+def _record(sweep_dir: Path) -> dict:
     import yaml
 
-    try:
-        cfg = yaml.safe_load((Path(sweep_dir) / MULTIRUN).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
+    for name in (RECORD, MULTIRUN):
+        try:
+            cfg = yaml.safe_load((Path(sweep_dir) / name).read_text())
+            if isinstance(cfg, dict):
+                return cfg
+        except (OSError, yaml.YAMLError):
+            continue
+    return {}
+
+
+def expected_jobs(sweep_dir: Path) -> list:
+    """[(folder, overrides)] of every job the sweep's own definition asks for, in launch
+    order; basic sweeps (lists and ranges) only, else []."""
+    cfg = _record(sweep_dir)
     hydra = cfg.get("hydra") or {}
     task = list((hydra.get("overrides") or {}).get("task") or [])
     params = (hydra.get("sweeper") or {}).get("params") or {}
@@ -210,12 +237,7 @@ def expected_jobs(sweep_dir: Path) -> list:
 
 def resume_argv(sweep_dir: Path) -> list:
     """The command line that launches the sweep in `sweep_dir` again (its own overrides)."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((Path(sweep_dir) / MULTIRUN).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{sweep_dir / MULTIRUN} cannot be read ({exc})") from None
+    cfg = _record(sweep_dir)
     overrides = (cfg.get("hydra") or {}).get("overrides") or {}
     hydra = [o for o in overrides.get("hydra") or []
              if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
@@ -266,10 +288,7 @@ def summary_line(sweep_dir: Path, launch: Optional[str] = None) -> str:
     return text
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
+from hydra.experimental.callback import Callback  # noqa: E402
 
 
 class SweepCallback(Callback):
@@ -278,8 +297,11 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         import secrets
 
+        from omegaconf import OmegaConf
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / RECORD)
         (sweep_dir / LAUNCH).write_text(json.dumps({"id": secrets.token_hex(4),
                                                     "start": time.time()}) + "\n")
         marker = sweep_dir / FAIL_FAST
