@@ -309,11 +309,43 @@ def _check_writable(output) -> None:
                           "a writable directory") from None
 
 
+def _help(argv: list) -> None:
+    """`quadrun --help`: the groups and the composed config (the given overrides applied).
+    Printed here rather than by Hydra, whose help composes the config once per group."""
+    from omegaconf import OmegaConf, open_dict
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        cfg = _compose(overrides)
+    except Exception as exc:
+        raise ConfigError(_one_line(exc)) from None
+    groups = {"experiment": sorted(registry.names()), "scale": list(sorted(SCALES))}
+    for group in ("sweep", "cluster"):
+        groups[group] = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+    header = cfg.hydra.help.header.rstrip()
+    footer = cfg.hydra.help.footer.rstrip()
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    lines = [header, "", "Experiments, scales, named sweeps and cluster presets (config groups):"]
+    lines += [f"{g}: {', '.join(opts)}" for g, opts in groups.items()]
+    shown = " ".join(overrides) or f"experiment={cfg.experiment}, scale={cfg.scale}"
+    lines += ["", f"The config ({shown}); every key can be overridden as key=value:", "",
+              OmegaConf.to_yaml(cfg).rstrip(), "", footer]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `quadrun --help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         experiments = registry.load_all()
         register(experiments)
+        if "--help" in argv or "-h" in argv:
+            _check_flags(argv)
+            _help(argv)
+            return
         argv = preflight(argv, experiments)
     except ConfigError as exc:
         _error(str(exc))

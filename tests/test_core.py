@@ -173,6 +173,9 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
         assert a[key] == b[key], key
     assert (ref / "metrics.jsonl").read_text() == (cut / "metrics.jsonl").read_text()
     assert json.loads((cut / "meta.json").read_text())["attempts"] == 2
+    # throughput counts every attempt: all 96 steps' samples, over both attempts' seconds
+    assert a["samples"] == b["samples"] == 96 * 32
+    assert b["train_seconds"] > 0.5 * a["train_seconds"]        # not the last attempt's alone
 
 
 def test_schedule_and_groups():

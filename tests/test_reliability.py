@@ -179,6 +179,12 @@ BAD_OVERRIDES = st.one_of(
     st.tuples(st.sampled_from(KEYS), BAD_VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
     st.from_regex(r"[a-zßü_]{1,10}(\.[a-zß]{1,8})?=[0-9a-z]{0,5}", fullmatch=True)
       .filter(lambda s: s.split("=")[0] not in KEYS + ["resume", "compile", "logger"]),
+    # Hydra's grammar: trailing commas, open brackets, sweeps without -m, no '=', flags
+    st.tuples(st.sampled_from(KEYS), st.sampled_from(["1,", "[1,", "{a:", "1,2", "a b", "'x",
+                                                       "${nope}", "", "=", "tag(x)"]))
+      .map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.sampled_from(["seed", "--experiment=toy", "--seed=1", "-x", "--cfg=nope", "+", "~",
+                     "toy.train", "toy=1", "hydra/launcher=nope", "experiment=", "=1"]),
 )
 
 
@@ -198,9 +204,10 @@ def _check_rejected_or_valid(override: str) -> None:
         assert ":" in message  # names a key
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(BAD_OVERRIDES)
 def test_malformed_overrides_in_process(monkeypatch_session_toy, override):
+    """At least 200 generated bad command lines: each one line naming a key, or valid."""
     _check_rejected_or_valid(override)
 
 

@@ -53,13 +53,14 @@ def measure(c, cell, ctx) -> dict:
 
     res = fit(model, data, loss_fn, ctx, c.train, evaluate=evaluate, monitor=("val/mse", "min"))
     return {"status": res.status, "val/mse": res.metrics.get("val/mse"), "steps": res.step,
-            "variance": float(y.var()),
+            "variance": float(y.var()), "samples": res.samples, "train_seconds": res.train_seconds,
             "weights_sum": float(sum(p.detach().double().sum() for p in model.parameters()))}
 
 
 def summarize(records, c) -> dict:
     r = records[0]
-    return {"status": r["status"], **{k: r[k] for k in ("val/mse", "steps", "weights_sum")}}
+    return {"status": r["status"],
+            **{k: r[k] for k in ("val/mse", "steps", "weights_sum", "samples", "train_seconds")}}
 
 
 def claims(records, c) -> list:
