@@ -5,11 +5,16 @@ expressivity theorems, one from algebraic geometry, one from spline theory).
 Two parts, as two kinds of cells in one run:
 
 1. part="dimension", cells {widths, kind, bias}: with the activation x^2 every network is a
-   polynomial map; for each width tuple, kind (conventional | quadratic) and bias setting
-   the record holds the parameter count, the dimension of the functional variety
-   (numerical rank of the parameters -> outputs Jacobian, quadrun.nn.variety; None when
-   float64 cannot resolve it), the ambient dimension (monomials up to the output degree),
-   the output degree, the rank gap and the number of random inputs.
+   polynomial map; for each width tuple, kind (`dimension_kinds`: conventional | quadratic
+   | compact) and bias setting the record holds the dimension of the functional variety
+   (`dim`: the exact generic rank of the parameters -> outputs Jacobian, computed modulo
+   two primes, quadrun.nn.variety), the rank for each prime (`ranks`, `primes_agree`), its
+   Schwartz-Zippel error bound, the float64 SVD cross-check (`float_dim`, None when float64
+   cannot resolve it; `gap`; `agrees`, None when unresolved), the parameter count, the
+   known parameter symmetries, the ambient dimension (monomials of the degrees the outputs
+   can have: homogeneous ones for a conventional net without bias), `bound` = min(params -
+   symmetries, ambient), the output degree, the number of random inputs and the seconds of
+   the exact and float computations.
 2. part="fit", cells {target, model, seed}: one training of a conventional (ReLU, x^2, tanh)
    or quadratic (full or compact, ReLU) MLP at a matched parameter budget (every model within
    5 % of `budget`) on a synthetic target on [-1, 1]^d; `seed` is the initialisation
@@ -17,10 +22,10 @@ Two parts, as two kinds of cells in one run:
    (completed | diverged), the test and training MSE, and for seed 0 the model's outputs on
    the plot grid (`plot`, a list the report's tables skip).
 
-Claims: the quadratic network's variety has a larger dimension than the conventional one's
-for every listed architecture (with and without bias), and at equal budget the quadratic
-networks fit the spline and radial targets better than the best conventional network
-(Welch interval over seeds on log10 test MSE).
+Claims: the quadratic network's variety has a larger (exact) dimension than the
+conventional one's for every listed architecture (with and without bias; the ratio per
+row), and at equal budget the quadratic networks fit the spline and radial targets better
+than the best conventional network (Welch interval over seeds on log10 test MSE).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from typing import List
 
 from quadrun.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, claim, fmt, welch_interval
+from quadrun.nn.modular import PRIMES, check_prime
 from quadrun.schema import ConfigError, TrainConfig, spec, train_config
 from quadrun.vocab import derive_seed
 
@@ -53,7 +59,7 @@ CONVENTIONAL = tuple(m for m, (kind, _) in MODELS.items() if kind == "convention
 QUADRATIC = ("quad_relu", "compact_relu")
 CLAIMED_TARGETS = ("spline", "radial")  # the targets of the fit claims
 
-DIMENSION_KINDS = ("conventional", "quadratic")
+DIMENSION_KINDS = ("conventional", "quadratic", "compact")
 
 SOURCE_DIM = ("Fan et al. 2023 (arXiv 2110.06081), expressivity theorem via the dimension "
               "of the functional variety (algebraic geometry)")
@@ -64,15 +70,24 @@ SOURCE_FIT = ("Fan et al. 2023 (arXiv 2110.06081), expressivity theorem via spli
 @dataclass
 class Config:
     # part 1: algebraic dimension
-    widths: List[List[int]] = spec([[2, 2, 1], [2, 3, 1], [3, 2, 1], [3, 3, 1], [2, 2, 2, 1],
-                                    [3, 3, 3, 1]], ge=1, le=64,
+    widths: List[List[int]] = spec([[2, 2, 1], [2, 3, 1], [2, 4, 1], [3, 2, 1], [3, 3, 1],
+                                    [4, 2, 1], [3, 3, 2], [2, 2, 2, 1], [3, 2, 2, 1],
+                                    [3, 3, 3, 1], [2, 2, 2, 2, 1]], ge=1, le=64,
                                    help="width tuples [d0, ..., dL] for the dimension table")
     biases: List[bool] = spec([False, True], help="bias settings for the dimension table")
-    points_factor: float = spec(2.0, ge=1, le=100,
-                                help="random inputs = points_factor * params / outputs")
-    rtol: float = spec(1e-8, gt=0, lt=1, help="singular values below rtol * s_max may be cut")
-    min_gap: float = spec(1e6, gt=1, help="smallest rank gap s_r/s_r+1 accepted; below it "
-                                          "dim is reported as null (unresolved)")
+    dimension_kinds: List[str] = spec(["conventional", "quadratic"], choices=list(DIMENSION_KINDS),
+                                      help="layer kinds of the dimension table (x^2 activation)")
+    points_factor: float = spec(2.0, ge=1, le=100, help="random inputs = max(params, "
+                                "points_factor * params / outputs)")
+    primes: List[int] = spec(list(PRIMES), gt=2, lt=2 ** 31,
+                             help="primes of the exact rank (each below 2^31); dim is the "
+                                  "largest rank over them")
+    float_check: bool = spec(True, help="also compute the float64 SVD rank (float_dim, gap, "
+                                        "agrees) as a cross-check of the exact one")
+    rtol: float = spec(1e-8, gt=0, lt=1, help="float check: singular values below rtol * s_max "
+                                              "may be cut")
+    min_gap: float = spec(1e6, gt=1, help="float check: smallest rank gap s_r/s_r+1 accepted; "
+                                          "below it float_dim is null (unresolved)")
     # part 2: function fitting
     targets: List[str] = spec(list(TARGET_DIMS), choices=list(TARGET_DIMS))
     models: List[str] = spec(["relu_mlp", "square_mlp", "quad_relu", "compact_relu"],
@@ -101,6 +116,14 @@ def check(cfg) -> None:
     from quadrun.nn.mlp import widths_for_budget
 
     c = cfg.expressivity
+    for i, p in enumerate(c.primes):
+        try:
+            check_prime(p)
+        except ValueError as exc:
+            raise ConfigError(f"expressivity.primes[{i}]: {exc}")
+    if not c.primes or len(set(c.primes)) != len(c.primes):
+        raise ConfigError("expressivity.primes: give at least one prime below 2^31, each "
+                          f"once, e.g. {list(PRIMES)}; got {list(c.primes)}")
     for i, w in enumerate(c.widths):
         if len(w) < 2:
             raise ConfigError(f"expressivity.widths[{i}]: {list(w)} needs at least an input "
@@ -116,7 +139,7 @@ def check(cfg) -> None:
 def cells(c) -> list:
     out = [{"part": "dimension", "widths": [int(w) for w in widths], "kind": kind,
             "bias": bool(bias)}
-           for widths in c.widths for kind in DIMENSION_KINDS for bias in c.biases]
+           for widths in c.widths for kind in c.dimension_kinds for bias in c.biases]
     out += [{"part": "fit", "target": target, "model": model, "seed": seed}
             for target in c.targets for model in c.models for seed in range(c.seeds)]
     return out
@@ -248,16 +271,26 @@ def _measure_dimension(c, cell, ctx) -> dict:
     widths, kind, bias = cell["widths"], cell["kind"], cell["bias"]
     res = variety_dimension(widths, kind, bias, points_factor=c.points_factor,
                             seed=derive_seed(ctx.runtime.seed, "variety", *widths, kind, bias),
-                            rtol=c.rtol, min_gap=c.min_gap)
-    if res["dim"] is None:
-        logging.getLogger("quadrun").warning(
-            "dimension of %s %s bias=%s unresolved in float64 (rank gap %.1e < min_gap %.1e)",
-            widths, kind, bias, res["gap"], c.min_gap)
-    return {"params": res["params"], "dim": res["dim"], "ambient": res["ambient"],
-            "degree": res["degree"],
-            # s_r / s_r+1; None for full column rank (no singular value below rtol)
-            "gap": res["gap"] if math.isfinite(res["gap"]) else None,
-            "points": res["points"]}
+                            rtol=c.rtol, min_gap=c.min_gap, primes=c.primes,
+                            float_check=c.float_check)
+    log = logging.getLogger("quadrun")
+    if not res["primes_agree"]:
+        log.warning("exact rank of %s %s bias=%s differs between the primes %s: %s (dim is "
+                    "the largest; a rank mod p can only be too small)", widths, kind, bias,
+                    list(c.primes), res["ranks"])
+    if c.float_check and res["agrees"] is not True:
+        log.info("float64 rank of %s %s bias=%s is %s (gap %.1e), the exact rank %d",
+                 widths, kind, bias, res["float_dim"], res["gap"], res["dim"])
+    gap = res["gap"]
+    return {"params": res["params"], "dim": res["dim"], "ranks": res["ranks"],
+            "primes_agree": res["primes_agree"], "error_bound": res["error_bound"],
+            "float_dim": res["float_dim"],
+            # s_r / s_r+1; None for full column rank (nothing below rtol) or no float check
+            "gap": gap if gap is not None and math.isfinite(gap) else None,
+            "agrees": res["agrees"], "ambient": res["ambient"], "degree": res["degree"],
+            "symmetries": res["symmetries"], "bound": res["bound"], "points": res["points"],
+            "exact_s": round(res["exact_s"], 4),
+            "float_s": None if res["float_s"] is None else round(res["float_s"], 4)}
 
 
 def _measure_fit(c, cell, ctx) -> dict:
@@ -317,20 +350,25 @@ def _dimension_claim(records, c, bias: bool) -> dict:
     cid = "dimension_bias" if bias else "dimension_no_bias"
     statement = ("A quadratic network has a functional variety of larger dimension than the "
                  f"conventional network of the same widths (both with x^2 activation), {label}.")
-    target = "dim(quadratic) > dim(conventional) for every architecture in expressivity.widths"
+    target = ("exact dim(quadratic) > dim(conventional) for every architecture in "
+              "expressivity.widths")
 
     def done(verdict, measured, why, values=None):
         return claim(cid, statement, SOURCE_DIM, measured=measured, target=target,
                      verdict=verdict, why=why, values=values)
 
     listed = [tuple(int(w) for w in widths) for widths in c.widths]
-    if bias not in [bool(b) for b in c.biases] or not listed:
+    kinds = [k for k in ("quadratic", "conventional") if k not in c.dimension_kinds]
+    if bias not in [bool(b) for b in c.biases] or not listed or kinds:
         return done(NOT_MEASURED, "no dimension cells",
-                    f"expressivity.biases or expressivity.widths has no {label} architecture")
+                    f"expressivity.biases or expressivity.widths has no {label} architecture"
+                    if not kinds else "expressivity.dimension_kinds lacks " + " and ".join(kinds))
     dims: dict = {}  # (widths, kind) -> [dim or None], over the pooled records
     for r in records:
         if r.get("part") == "dimension" and bool(r.get("bias")) == bias:
-            dims.setdefault((tuple(r["widths"]), r["kind"]), []).append(r.get("dim"))
+            # a row whose primes disagree is unresolved (a rank mod p can only be too small)
+            dim = r.get("dim") if r.get("primes_agree", True) is not False else None
+            dims.setdefault((tuple(r["widths"]), r["kind"]), []).append(dim)
     if not dims:
         return done(NOT_MEASURED, "no dimension records", f"no dimension record {label}")
     rows, texts, bad, open_ = [], [], [], []
@@ -348,17 +386,20 @@ def _dimension_claim(records, c, bias: bool) -> dict:
         texts.append(f"{name} {quad}/{conv} = {fmt(ratio)}")
         if quad <= conv:
             bad.append(name)
-    measured = "quad/conv dim: " + "; ".join(texts)
-    values = {"rows": rows}
+    ratios = [row["ratio"] for row in rows if row["ratio"] is not None]
+    measured = "quad/conv dim: " + "; ".join(texts) \
+        + (f" (ratio {fmt(min(ratios))} to {fmt(max(ratios))})" if ratios else "")
+    values = {"rows": rows, "min_ratio": min(ratios) if ratios else None}
     if bad:
         return done(FAILS, measured, "the quadratic dimension is not larger for "
                     + ", ".join(bad), values)
     if open_:
         return done(INCONCLUSIVE, measured,
-                    "unresolved, missing or disagreeing dimensions for " + ", ".join(open_)
-                    + " (float64 cannot tell the rank; an exact rank would decide)", values)
-    return done(HOLDS, measured, f"the quadratic dimension is larger for all {len(listed)} "
-                "architectures", values)
+                    "missing dimensions, or ranks that differ between the primes or between "
+                    "pooled runs, for " + ", ".join(open_) + " (rerunning those rows with "
+                    "another seed would decide)", values)
+    return done(HOLDS, measured, f"the exact quadratic dimension is larger for all "
+                f"{len(listed)} architectures", values)
 
 
 def _resolved(dims) -> "int | None":
