@@ -337,7 +337,8 @@ def _sort_key(x: str):
 
 
 def _simplify(table: Table) -> Table:
-    """Constant columns -> header lines, duplicate columns dropped, one row -> transposed."""
+    """Constant columns -> header lines, a column equal to another -> a header line saying
+    so, one row -> transposed."""
     if len(table.rows) == 1:
         row = table.rows[0]
         keep = [(c, v) for c, v in zip(table.columns, row) if v != "-"]
@@ -353,6 +354,7 @@ def _simplify(table: Table) -> Table:
                 header.append(f"{name}: {values[0]}")
             drop.add(i)
         elif values in seen:
+            header.append(f"{name} = {columns[seen[values]]} in every row")
             drop.add(i)
         else:
             seen[values] = i

@@ -127,6 +127,7 @@ def test_flags_are_counted_and_duplicate_columns_dropped():
             ("", {"k": "b", "ok": True, "x": 5.0, "y": 5.0})]
     table = records_table("t", recs, ["k"])
     assert table.columns == ["k", "count", "ok", "x"]             # y duplicates x
+    assert "y = x in every row" in table.header
     assert table.rows == [["a", "2", "1/2", "2 ± 1.4"], ["b", "1", "1/1", "5"]]
 
 
