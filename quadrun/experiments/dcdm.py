@@ -1,7 +1,7 @@
 """dcdm: the deep conjugate direction method (Kaneda, Akar, Chen, Kala, Hyde, Teran, "A Deep
 Conjugate Direction Method for Iteratively Solving Linear Systems", ICML 2023, arXiv
 2205.10763) on MAC-grid pressure Poisson systems, against CG, Jacobi-PCG, IC(0)-PCG,
-deflated PCG and AMG-PCG.
+deflated PCG, AMG-PCG (pyamg, host) and geometric-multigrid PCG (mg, torch, on the device).
 
 Cells, for each dimension in `dims`:
 - {part: train, dim} (when "dcdm" is among the solvers): the training scene at train_n
@@ -9,15 +9,26 @@ Cells, for each dimension in `dims`:
   network trained through the core loop on random Ritz combinations with the
   scale-invariant loss, saved as checkpoints/model_<dim>d.pt. Record: sizes, Ritz vectors,
   status, steps, validation loss, parameters, training seconds.
-- {part: solve, dim, n, scene, solver} for n = train_n * factor, every evaluation scene
-  and solver: one solve to the relative tolerance, set-up timed apart. Record: iterations,
-  converged, rel_residual (recomputed in float64), setup_s, solve_s and the residual history
-  ||r_k|| / ||b|| (every iteration, or HISTORY of them evenly spaced when there are more).
+- {part: solve, dim, n, scene, solver, protocol} for n = train_n * factor, every
+  evaluation scene and solver: one solve to the tolerance, set-up timed apart. Record:
+  iterations (exact: the first iteration whose residual is below the target, whatever
+  check_every is), iterations_run, converged, rel_residual (recomputed in float64),
+  absolute_tol (whether this solver's tolerance was absolute), device, setup_s, solve_s
+  and the residual history ||r_k|| / ||b|| (every iteration, or HISTORY of them evenly
+  spaced when there are more).
+
+`protocol`: "quadrun" (every solver to the relative tolerance) or "authors" (the baselines
+as the authors' test script ran them: CG and deflated PCG to an ABSOLUTE tolerance, the
+deflation from `deflate` Lanczos steps started at b plus Jacobi), to compare with the
+paper's own columns; the records and the claims say which.
 
 Claims (the paper's abstract and results): DCDM reaches the tolerance in fewer iterations
 than CG; its count grows less than CG's from n to 2n; it generalises to scenes not seen in
-training. An iteration count is deterministic given the seed, so the claims carry no
-interval; the seeds a sweep pools are combined by their median.
+training; and its wall time to the tolerance (set-up + solve) against CG, MG and AMG on
+the run's device (target: below CG's and within 2x of MG's, at the largest n of each dim).
+An iteration count is deterministic given the seed, so those claims carry no interval; the
+seeds a sweep pools are combined by their median. A timing within TIME_NOISE of its bound
+is undecided (inconclusive).
 """
 from __future__ import annotations
 
@@ -37,12 +48,17 @@ log = logging.getLogger("quadrun")
 # nn.dcdm_net.ARCHS (tests/test_dcdm.py checks that they agree)
 SCENE_NAMES = ["box", "box_obstacle", "sphere", "two_obstacles", "random_solids", "cavities",
                "plume", "plume_sphere"]
-SOLVER_NAMES = ["cg", "jacobi", "ic", "deflated", "amg", "dcdm"]
-ARCH_NAMES = ["paper", "multilevel", "additive"]
+SOLVER_NAMES = ["cg", "jacobi", "ic", "deflated", "amg", "mg", "dcdm"]
+ARCH_NAMES = ["paper", "paper128", "resnet", "multilevel", "additive"]
+PROTOCOLS = ["quadrun", "authors"]
 
 HISTORY = 256              # residual-history points kept in a record, at most
 UNSEEN_FACTOR = 2.0        # claim "unseen": iterations within this factor of the training scene
+MG_FACTOR = 2.0            # claim "walltime": DCDM's time within this factor of MG's
+TIME_NOISE = 0.1           # claim "walltime": a time ratio within 10 % of its bound is undecided
 SOURCE = "Kaneda et al. 2023 (ICML), abstract and results"
+TIME_SOURCE = ("Kaneda et al. 2023 (ICML), timings; the MG and AMG comparison: quadrun "
+               "issue 17")
 
 
 @dataclass
@@ -59,9 +75,11 @@ class Config:
     solvers: List[str] = spec(SOLVER_NAMES, choices=SOLVER_NAMES)
     arch: str = spec("additive", choices=ARCH_NAMES, help="additive: a learned SPD "
                      "multilevel (BPX-like) preconditioner whose depth follows the grid; "
-                     "paper: the published fixed-depth net; multilevel: a weight-shared V-cycle")
+                     "paper, paper128: the authors' N=64 and N=128 nets exactly; resnet: "
+                     "quadrun's first paper-shaped net; multilevel: a weight-shared V-cycle")
     width: int = spec(16, ge=1)
-    blocks: int = spec(2, ge=1, help="residual blocks per stage (additive: convolutions in K)")
+    blocks: int = spec(2, ge=1, help="residual blocks per stage (resnet, multilevel; "
+                       "additive: convolutions in K; paper, paper128: fixed, not used)")
     coarsest: int = spec(4, ge=2, help="multilevel, additive: halve the grid until it is "
                          "this wide")
     max_levels: int = spec(0, ge=0, help="multilevel: cap on pooling levels; 0: no cap")
@@ -71,12 +89,22 @@ class Config:
     ritz_m: List[int] = spec([1000, 1000], ge=2, help="Lanczos steps (Ritz vectors), per dim")
     ritz_theta: List[int] = spec([50, 50], ge=0, help="lowest m/2 + theta modes weighted 9x")
     val_samples: int = spec(64, ge=1)
-    tol: float = spec(1e-4, gt=0, lt=1, help="relative tolerance for every solver")
+    tol: float = spec(1e-4, gt=0, lt=1, help="tolerance of every solver, relative (absolute "
+                      "for CG and deflated PCG under protocol=authors)")
     maxiter: int = spec(2000, ge=1, help="iteration cap of the classical solvers")
     dcdm_maxiter: int = spec(300, ge=1, help="iteration cap of DCDM (the paper: 100)")
-    check_every: int = spec(1, ge=1, help="iterations between host convergence checks")
+    check_every: int = spec(1, ge=1, help="iterations between host convergence checks (the "
+                            "counts stay exact; a solve runs up to check_every - 1 more)")
+    protocol: str = spec("quadrun", choices=PROTOCOLS, help="quadrun: every solver to the "
+                         "relative tol; authors: CG and deflated PCG to an absolute tol, "
+                         "deflation from `deflate` Lanczos steps at b plus Jacobi")
     deflate: int = spec(16, ge=1, help="Ritz vectors for deflated PCG")
     amg: str = spec("smoothed_aggregation", choices=["smoothed_aggregation", "ruge_stuben"])
+    mg_smoother: str = spec("rbgs", choices=["rbgs", "jacobi"], help="multigrid smoother: "
+                            "red-black Gauss-Seidel or weighted Jacobi")
+    mg_sweeps: int = spec(2, ge=1, help="multigrid smoothing sweeps before and after")
+    mg_interpolation: str = spec("constant", choices=["constant", "linear"],
+                                 help="multigrid transfers (R = P^T)")
     # the paper: Adam, lr 1e-4, batch 10; at cpu scale 1e-4 learns too slowly for minutes of
     # training, so 1e-3 with a cosine decay (benchmarks/results/dcdm_notes.md)
     train: TrainConfig = train_config(optimizer="adam", lr=1e-3, batch_size=10, epochs=2,
@@ -103,7 +131,7 @@ def cells(c) -> list:
             for name in c.eval_scenes:
                 for solver in c.solvers:
                     out.append({"part": "solve", "dim": dim, "n": c.train_n[i] * factor,
-                                "scene": name, "solver": solver})
+                                "scene": name, "solver": solver, "protocol": c.protocol})
     return out
 
 
@@ -127,8 +155,13 @@ def claims(records, c) -> list:
     its = _medians(records)
     seeds = max((len(v) for v in its.values()), default=0)
     pooled = f"; median over {seeds} seeds" if seeds > 1 else ""
+    protocols = sorted({r.get("protocol", "quadrun") for r in records if r.get("part") == "solve"})
+    if protocols != ["quadrun"] and protocols:
+        pooled += f"; protocol {'+'.join(protocols)}" + (
+            " (CG and deflated PCG to an absolute tol)" if "authors" in protocols else "")
     return [_claim_fewer(its, c, pooled), _claim_growth(its, c, pooled),
-            _claim_unseen(its, c, pooled)]
+            _claim_unseen(its, c, pooled), _claim_walltime(_times(records), c, pooled,
+                                                           _devices(records))]
 
 
 def figures(records, c, save) -> None:
@@ -258,20 +291,37 @@ def _solve(c, ctx, dim: int, n: int, name: str, solver: str) -> dict:
         model, status = ctx.shared(("model", dim), lambda: _load_model(c, ctx, dim))
         if status == "diverged":
             log.warning("dcdm: %dD %s n=%d: the training diverged; no DCDM solve", dim, name, n)
-            return {"iterations": None, "converged": False, "rel_residual": None,
-                    "setup_s": None, "solve_s": None, "status": "diverged"}
+            return {"iterations": None, "iterations_run": None, "converged": False,
+                    "rel_residual": None, "absolute_tol": False,
+                    "device": _device_name(ctx.device), "setup_s": None, "solve_s": None,
+                    "status": "diverged"}
     system, b = _scene(ctx, name, n, dim)
+    rt = ctx.runtime
     rec = krylov.solve(solver, system, b, device=ctx.device, tol=c.tol,
                        maxiter=c.dcdm_maxiter if solver == "dcdm" else c.maxiter,
-                       check_every=c.check_every, model=model, amg=c.amg, deflate=c.deflate,
-                       seed=derive_seed(ctx.runtime.seed, "setup", solver, name, dim, n))
+                       check_every=c.check_every, protocol=c.protocol, model=model, amg=c.amg,
+                       deflate=c.deflate, mg_smoother=c.mg_smoother, mg_sweeps=c.mg_sweeps,
+                       mg_interpolation=c.mg_interpolation, precision=rt.precision,
+                       graphs=rt.cuda_graphs,
+                       seed=derive_seed(rt.seed, "setup", solver, name, dim, n))
     log.info("dcdm: %dD n=%d %s %s: %d iterations (%.2g), setup %.2fs solve %.2fs",
              dim, n, name, solver, rec["iterations"], rec["rel_residual"],
              rec["setup_s"], rec["solve_s"])
     history = rec["residuals"]
-    return {**{k: rec[k] for k in ("iterations", "converged", "rel_residual", "setup_s",
-                                   "solve_s")},
+    return {**{k: rec[k] for k in ("iterations", "iterations_run", "converged", "rel_residual")},
+            "absolute_tol": rec["tolerance"] == "absolute", "device": _device_name(ctx.device),
+            "setup_s": rec["setup_s"], "solve_s": rec["solve_s"],
             "residuals": [history[k] for k in _kept(len(history) - 1)]}
+
+
+def _device_name(device) -> str:
+    """"cpu" or "cuda (<GPU name>)": where the solve's timings were taken."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def _kept(iterations: int) -> list:
@@ -447,6 +497,95 @@ def _claim_unseen(its: dict, c, pooled: str) -> dict:
                  verdict=verdict, why=why,
                  values={k: {"unseen": _json(s), "training": _json(t)}
                          for k, (s, t, _) in cases.items()})
+
+
+def _times(records) -> dict:
+    """(dim, n, scene, solver) -> time to the tolerance, set-up + solve seconds, of each
+    pooled record (inf where the solve did not converge or did not run)."""
+    out: dict = {}
+    for r in records:
+        if r.get("part") != "solve":
+            continue
+        t = [r.get("setup_s"), r.get("solve_s")]
+        ok = r.get("converged") is True and all(
+            isinstance(x, (int, float)) and math.isfinite(x) for x in t)
+        out.setdefault((r["dim"], r["n"], r["scene"], r["solver"]), []).append(
+            float(sum(t)) if ok else math.inf)
+    return out
+
+
+def _devices(records) -> str:
+    names = sorted({str(r.get("device")) for r in records
+                    if r.get("part") == "solve" and r.get("device")})
+    return ", ".join(names) or "unknown device"
+
+
+def _bound(ratio: float, bound: float) -> str:
+    """ok | bad | open: a time ratio against its bound, undecided within TIME_NOISE."""
+    if ratio < bound * (1 - TIME_NOISE):
+        return "ok"
+    if ratio > bound * (1 + TIME_NOISE):
+        return "bad"
+    return "open"
+
+
+def _claim_walltime(times: dict, c, pooled: str, device: str) -> dict:
+    statement = ("DCDM reaches the tolerance in less wall time than CG, and within "
+                 f"{fmt(MG_FACTOR)}x of geometric multigrid (MG), with AMG beside them.")
+    target = (f"DCDM's set-up + solve time below CG's and <= {fmt(MG_FACTOR)}x MG's on every "
+              f"scene at the largest n of each dim (ratios within {fmt(100 * TIME_NOISE)} % "
+              f"of a bound: undecided); on {device}")
+    largest = {}
+    for (dim, n, _, solver) in times:
+        if solver == "dcdm":
+            largest[dim] = max(n, largest.get(dim, n))
+    cases = {}
+    for (dim, n, name, solver), values in times.items():
+        if solver != "dcdm" or n != largest[dim] or not all(
+                (dim, n, name, s) in times for s in ("cg", "mg")):
+            continue
+        d = _median(values)
+        g, m = _median(times[(dim, n, name, "cg")]), _median(times[(dim, n, name, "mg")])
+        a = times.get((dim, n, name, "amg"))
+        a = None if a is None else _median(a)
+        if math.isinf(d):
+            state = "bad"
+        elif math.isinf(m):
+            state = _bound(d / g, 1.0) if math.isfinite(g) else "ok"
+        else:
+            parts = [_bound(d / g, 1.0) if math.isfinite(g) else "ok", _bound(d / m, MG_FACTOR)]
+            state = "bad" if "bad" in parts else ("open" if "open" in parts else "ok")
+        cases[f"{dim}D n={n} {name}"] = (d, g, m, a, state)
+    if not cases:
+        return claim("walltime", statement, TIME_SOURCE, measured="no DCDM, CG and MG solves "
+                     "of one scene", target=target, verdict=NOT_MEASURED,
+                     why="needs dcdm, cg and mg in dcdm.solvers")
+    states = [x[-1] for x in cases.values()]
+    bad, open_ = states.count("bad"), states.count("open")
+    if bad:
+        verdict, why = FAILS, f"{bad} of {len(states)} (dim, n, scene) contradict it"
+    elif open_:
+        verdict, why = INCONCLUSIVE, (f"{open_} of {len(states)} (dim, n, scene) lie within "
+                                      f"{fmt(100 * TIME_NOISE)} % of a bound; repeated "
+                                      "timings on an unloaded device would decide them")
+    else:
+        verdict, why = HOLDS, f"all {len(states)} (dim, n, scene) agree"
+
+    def ratio(x, y):
+        return "-" if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)) \
+            else f"{fmt(x / y)}x"
+
+    parts = []
+    for key, (d, g, m, a, _) in cases.items():
+        amg = f", AMG {ratio(d, a)}" if a is not None else ""
+        parts.append(f"{key}: DCDM {fmt(d) if math.isfinite(d) else 'not converged'} s = "
+                     f"CG {ratio(d, g)}, MG {ratio(d, m)}{amg}")
+    measured = "; ".join(parts) + f" (set-up + solve; {device}{pooled})"
+    return claim("walltime", statement, TIME_SOURCE, measured=measured, target=target,
+                 verdict=verdict, why=why,
+                 values={k: {"dcdm_s": _json(d), "cg_s": _json(g), "mg_s": _json(m),
+                             "amg_s": None if a is None else _json(a)}
+                         for k, (d, g, m, a, _) in cases.items()})
 
 
 # -- figures ------------------------------------------------------------------------------
