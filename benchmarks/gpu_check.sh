@@ -50,8 +50,8 @@ step 150 "dcdm: train 3-D at 32^3, solve table at 32^3 and 64^3 with every solve
 [ -f /tmp/gpu_dcdm/checkpoints/model_3d.pt ] && MODEL=/tmp/gpu_dcdm/checkpoints/model_3d.pt
 CKPT=()
 [ -n "$MODEL" ] && [ -f "$MODEL" ] && CKPT=(--checkpoint "$MODEL" --arch additive --coarsest 4)
-step 40 "benchmark: solvers 3-D 64^3" python3 benchmarks/solvers.py --device cuda --n 64 --repeats 1 "${CKPT[@]}"
-step 60 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 "${CKPT[@]}"
+step 40 "benchmark: solvers 3-D 64^3" python3 benchmarks/solvers.py --device cuda --n 64 --repeats 1 --solvers cg,mg,dcdm "${CKPT[@]}"
+step 60 "benchmark: solvers 3-D 128^3" python3 benchmarks/solvers.py --device cuda --n 128 --repeats 1 --solvers cg,mg,dcdm "${CKPT[@]}"
 step 120 "packing: 8 QResNet20 jobs (batch 128), 1, 2, 4 and 8 at once on the GPU" \
     python3 benchmarks/packing.py --jobs 8 --per-device 1,2,4,8 --threads 0 -- device=cuda \
     scale=smoke relinear.dataset=synthetic relinear.image_size=32 relinear.width=16 \
