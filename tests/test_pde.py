@@ -9,6 +9,7 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
+from scipy import stats
 import pytest
 import torch
 
@@ -402,6 +403,22 @@ def test_claim_error_falls_with_width():
     assert c["verdict"] == "inconclusive" and "d=3" in c["why"]
     one_width = [_net("random_features", 2, 64, 0.01)]
     assert _claims(one_width)["error_vs_width/rf"]["verdict"] == "inconclusive"
+    # one seed: the regression's own interval decides; a scatter as large as the trend
+    # (errors 2.5e-5 ... 3.8e-5 over widths 64 ... 1024, as measured at d = 2) does not
+    scatter = [_net("random_features", 3, w, e) for w, e in
+               zip((64, 128, 256, 512, 1024), (2.47e-5, 2.04e-5, 2.09e-5, 3.89e-5, 3.78e-5))]
+    c = _claims(falls + scatter)["error_vs_width/rf"]
+    assert c["verdict"] == "inconclusive" and "regression interval" in c["measured"]
+    low, high = c["values"]["3"]["low"], c["values"]["3"]["high"]
+    x = np.log([64, 128, 256, 512, 1024])
+    y = np.log([2.47e-5, 2.04e-5, 2.09e-5, 3.89e-5, 3.78e-5])
+    ref = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, 3) * ref.stderr
+    assert (low, high) == pytest.approx((ref.slope - half, ref.slope + half))
+    # one seed at two widths: a fall with no measure of its noise decides nothing
+    two = [_net("deep_ritz", 2, w, e) for w, e in ((64, 1.9e-3), (256, 9.9e-4))]
+    c = _claims(two)["error_vs_width/ritz"]
+    assert c["verdict"] == "inconclusive" and "no measure of the noise" in c["why"]
     assert _claims([])["error_vs_width/rf"]["verdict"] == "not_measured"
     assert "error_vs_width/ritz" not in _claims(falls)         # Deep Ritz did not run
 
@@ -438,6 +455,11 @@ def test_claim_width_grows_polynomially_in_d():
     few = {1: 64, 2: 128, 5: None, 10: None}
     c = _claims(_reaching("random_features", few, [64, 128, 256]))["width_vs_d/rf"]
     assert c["verdict"] == "inconclusive" and "5, 10" in c["measured"] and "(1, 2)" in c["why"]
+    # w* at the smallest width tried is an upper bound, not a value: three d there and one
+    # above (as measured at cpu scale) resolve nothing
+    coarse = {1: 64, 2: 64, 3: 64, 5: 256, 10: None}
+    c = _claims(_reaching("random_features", coarse, [64, 128, 256, 512, 1024]))["width_vs_d/rf"]
+    assert c["verdict"] == "inconclusive" and "resolved" in c["why"] and "an upper bound" in c["measured"]
     flat = {1: 64, 2: 64, 3: 64}                               # the smallest width everywhere
     c = _claims(_reaching("random_features", flat, [64, 128]))["width_vs_d/rf"]
     assert c["verdict"] == "inconclusive" and "smallest width" in c["why"]

@@ -233,9 +233,12 @@ def _claim_geometric(records) -> dict:
 
 def error_slopes(records, part: str, n_boot: int = 2000) -> dict:
     """{d: {"slope", "low", "high", "widths", "medians", "seeds"}}: the least-squares slope of
-    log(max(median rel. L2, RESOLUTION)) vs log width at each d, with a 95 % percentile
-    bootstrap interval (records resampled within each width) when every width has at
-    least two finite errors. Widths without a finite error are left out."""
+    log(max(median rel. L2, RESOLUTION)) vs log width at each d, with a 95 % interval: a
+    percentile bootstrap (records resampled within each width) when every width has at
+    least two finite errors, else (one seed) the t interval of the regression slope from
+    its residuals, when there are at least three widths: the scatter of the errors about
+    the trend is the only measure of noise a single seed has. Widths without a finite
+    error are left out."""
     groups: dict = {}
     for r in records:
         if r.get("part") != part:
@@ -268,6 +271,9 @@ def error_slopes(records, part: str, n_boot: int = 2000) -> dict:
                 draws = [slope(np.array([np.median(rng.choice(by_w[w], len(by_w[w])))
                                          for w in widths])) for _ in range(n_boot)]
                 row["low"], row["high"] = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+            elif len(widths) >= 3:
+                row["low"], row["high"] = _slope_interval(
+                    x, np.log(np.maximum(row["medians"], RESOLUTION)))
         out[d] = row
     return out
 
@@ -280,9 +286,10 @@ def _claim_error_falls(records, part: str) -> dict:
                  f"dimension d ({what}).")
     source = (f"{PAPER}, main theorem: the solution has a Barron norm polynomial in d, so by "
               "Barron (1993) width m reaches L2 error O(norm / sqrt(m))")
-    target = (f"slope of log median rel. L2 error vs log width < 0 at every d (its 95 % "
-              f"bootstrap interval below 0 where every width has >= 2 seeds); errors below "
-              f"{RESOLUTION:g} count as {RESOLUTION:g}")
+    target = (f"slope of log median rel. L2 error vs log width < 0 at every d: its 95 % "
+              f"interval below 0 (a bootstrap over seeds where every width has >= 2, else the "
+              f"regression's t interval over >= 3 widths); errors below {RESOLUTION:g} count "
+              f"as {RESOLUTION:g}")
     cid = f"error_vs_width/{SHORT[part]}"
     slopes = error_slopes(records, part)
     if not slopes:
@@ -297,11 +304,12 @@ def _claim_error_falls(records, part: str) -> dict:
             parts.append(f"d={d}: {len(s['widths'])} width(s)")
             continue
         if s["low"] is not None:
-            parts.append(f"d={d}: {fmt_interval(s['slope'], s['low'], s['high'], 2)}")
+            how = "" if s["seeds"] >= 2 else " (one seed: regression interval)"
+            parts.append(f"d={d}: {fmt_interval(s['slope'], s['low'], s['high'], 2)}{how}")
             sign = -1 if s["high"] < 0 else (1 if s["low"] > 0 else 0)
         else:
-            parts.append(f"d={d}: {fmt(s['slope'], 2)} (one seed)")
-            sign = int(np.sign(s["slope"]))
+            parts.append(f"d={d}: {fmt(s['slope'], 2)} (one seed, two widths: no interval)")
+            sign = 0
         if sign < 0:
             falls.append(d)
         elif sign > 0:
@@ -309,7 +317,8 @@ def _claim_error_falls(records, part: str) -> dict:
         elif max(s["medians"]) <= RESOLUTION:
             open_[d] = f"every error at or below {RESOLUTION:g}"
         else:
-            open_[d] = "the interval contains 0" if s["low"] is not None else "flat"
+            open_[d] = "the interval contains 0" if s["low"] is not None else \
+                "one seed and two widths give no measure of the noise"
     measured = "slope " + "; ".join(parts)
     values = {str(d): s for d, s in slopes.items()}
     if grows:
@@ -347,8 +356,9 @@ def _claim_width_polynomial(records, part: str, target_error: float) -> dict:
     source = (f"{PAPER}, main theorem: Barron norm O((d B_L)^(p log(1/eps))), polynomial in d "
               "for fixed eps, hence the width (Barron 1993)")
     target = (f"w*(d) = smallest width with median rel. L2 <= {target_error:g}; over the d "
-              f"where it is reached (>= {MIN_DIMS} d, >= 2 distinct w*), log w* vs log d fits "
-              f"at least as well as log w* vs d (residual sums of squares)")
+              f"where it is resolved (reached above the smallest width tried; >= {MIN_DIMS} d, "
+              f">= 2 distinct w*), log w* vs log d fits at least as well as log w* vs d "
+              f"(residual sums of squares)")
     cid = f"width_vs_d/{SHORT[part]}"
     rows = [r for r in records if r.get("part") == part]
     if not rows:
@@ -359,7 +369,13 @@ def _claim_width_polynomial(records, part: str, target_error: float) -> dict:
     missed = sorted(int(d) for d, w in by_d.items() if w is None)
     widest = max(r["width"] for r in rows)
     smallest = min(r["width"] for r in rows)
+    # w* at the smallest width tried is only an upper bound (w* <= smallest): it cannot be
+    # fitted as a value, so the fit uses the d whose w* lies above it
+    exact = [(d, w) for d, w in reached if w > smallest]
+    bounded = [d for d, w in reached if w == smallest]
     measured = "w* " + ", ".join(f"d={d}: {w}" for d, w in reached) if reached else "w* none"
+    if bounded:
+        measured += f" (w* <= {smallest} at d = {', '.join(map(str, bounded))}: an upper bound)"
     if missed:
         measured += f"; not reached (w* > {widest}) at d = {', '.join(map(str, missed))}"
     if len(reached) < MIN_DIMS:
@@ -369,16 +385,24 @@ def _claim_width_polynomial(records, part: str, target_error: float) -> dict:
                          f"({', '.join(map(str, (d for d, _ in reached))) or 'none'}), "
                          f"{MIN_DIMS} are needed; more dimensions, wider networks or a larger "
                          f"pde.target_error would decide")
-    if len({w for _, w in reached}) == 1:
-        w = reached[0][1]
-        if w == smallest:
-            return claim(cid, statement, source, measured=measured, target=target,
-                         verdict=INCONCLUSIVE,
-                         why=f"the smallest width tried ({w}) reaches the target at every d "
-                             f"reached, so no growth is resolved; smaller widths would decide")
+    if not exact:
+        return claim(cid, statement, source, measured=measured, target=target,
+                     verdict=INCONCLUSIVE,
+                     why=f"the smallest width tried ({smallest}) reaches the target at every d "
+                         f"reached, so no growth is resolved; smaller widths would decide")
+    if len(exact) < MIN_DIMS:
+        return claim(cid, statement, source, measured=measured, target=target,
+                     verdict=INCONCLUSIVE,
+                     why=f"w* is resolved (above the smallest width tried, {smallest}) at "
+                         f"{len(exact)} d ({', '.join(str(d) for d, _ in exact)}), {MIN_DIMS} "
+                         f"are needed to tell a power of d from an exponential; smaller "
+                         f"widths, a finer width grid (pde.rf_widths, pde.ritz_widths) or "
+                         f"more dimensions would decide")
+    if len({w for _, w in exact}) == 1:
         return claim(cid, statement, source, measured=measured, target=target, verdict=HOLDS,
-                     why=f"the same width {w} reaches the target at every d reached: no growth")
-    fits = growth_fits(reached)
+                     why=f"the same width {exact[0][1]} reaches the target at every d resolved: "
+                         "no growth")
+    fits = growth_fits(exact)
     measured += (f"; fit w* ~ d^{fmt(fits['k'], 2)} (RSS {fmt(fits['rss_poly'], 2)}) vs "
                  f"e^({fmt(fits['b'], 2)} d) (RSS {fmt(fits['rss_exp'], 2)})")
     values = {"reached": reached, "missed": missed, **fits}
@@ -506,6 +530,19 @@ def _line(x, y, rss: bool = False):
     tot = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - res / tot if tot > 0 else (1.0 if res <= 1e-24 else 0.0)
     return (float(slope), r2, res) if rss else (float(slope), r2)
+
+
+def _slope_interval(x, y, level: float = 0.95) -> tuple:
+    """The t interval of the least-squares slope of y on x, from the residuals (n - 2
+    degrees of freedom); both ends equal the slope when the fit is exact."""
+    from scipy.stats import t
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    slope, intercept = np.polyfit(x, y, 1)
+    res = float(((y - (intercept + slope * x)) ** 2).sum())
+    se = math.sqrt(res / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    half = float(t.ppf(0.5 + level / 2, len(x) - 2)) * se
+    return float(slope - half), float(slope + half)
 
 
 def _power_of_two(n: int) -> bool:
