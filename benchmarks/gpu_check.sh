@@ -12,23 +12,9 @@
 # DCDM net (arch additive) for the solver benchmarks; by default the one step "dcdm" trains.
 # Packages the machine lacks (hydra-core, omegaconf, antlr4, pyamg) may lie as wheels in
 # .whl/; they are installed into /tmp/site first.
-set -u
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-REPORT="$OUT/gpu_check.txt"
+CHECK=gpu_check
+. "$(dirname "$0")/gpu_lib.sh"
 MODEL=${1:-}
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-step() {  # step SECONDS TITLE COMMAND...
-    local limit=$1 title=$2; shift 2
-    echo "=== $title  ($(date +%T), limit ${limit}s)" | tee -a "$REPORT"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
-    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
-}
 step 10 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
     python3 -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.get_device_name())'"
 step 90 "benchmark: training step, fp32 (with the same training without CUDA graphs)" \

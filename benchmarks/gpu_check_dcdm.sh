@@ -11,24 +11,10 @@
 # DCDM_MODEL_3D.pt (with its arch, default additive): a trained 3-D net; by default the step
 # "train" makes one (arch additive, trained at 32^3 on the box). Packages the machine lacks
 # (hydra-core, omegaconf, antlr4, pyamg) may lie as wheels in .whl/ (installed into /tmp/site).
-set -u
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-REPORT="$OUT/gpu_check_dcdm.txt"
+CHECK=gpu_check_dcdm
+. "$(dirname "$0")/gpu_lib.sh"
 MODEL=${1:-}
 ARCH=${2:-additive}
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-step() {  # step SECONDS TITLE COMMAND...
-    local limit=$1 title=$2; shift 2
-    echo "=== $title  ($(date +%T), limit ${limit}s)" | tee -a "$REPORT"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
-    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
-}
 step 10 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
     python3 -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.get_device_name())'"
 step 90 "GPU tests: graphed network and multigrid against eager, bf16, channels-last" \

@@ -10,22 +10,8 @@
 #   3. the paper-scale dimension table alone (19 architectures up to degree 512, exact
 #      rank and float check), its wall time and whether every row's float rank agrees.
 # Packages the machine lacks may lie as wheels in .whl/; they are installed into /tmp/site.
-set -u
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-REPORT="$OUT/gpu_check_expressivity.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-step() {  # step SECONDS TITLE COMMAND...
-    local limit=$1 title=$2; shift 2
-    echo "=== $title  ($(date +%T), limit ${limit}s)" | tee -a "$REPORT"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
-    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
-}
+CHECK=gpu_check_expressivity
+. "$(dirname "$0")/gpu_lib.sh"
 Q="python3 -m quadrun"
 summary() {  # summary RUN_FOLDER: the claims and the dimension rows' agreement
     python3 - "$1" <<'PY' | tee -a "$REPORT"

@@ -13,22 +13,8 @@
 #      machine and cannot be downloaded there);
 #   4. the authors' frozen compact variant (form=compact gamma=0) on CUDA: W_b stays 0.
 # Packages the machine lacks may lie as wheels in .whl/; they are installed into /tmp/site.
-set -u
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-REPORT="$OUT/gpu_check_relinear.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-step() {  # step SECONDS TITLE COMMAND...
-    local limit=$1 title=$2; shift 2
-    echo "=== $title  ($(date +%T), limit ${limit}s)" | tee -a "$REPORT"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
-    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$REPORT"
-}
+CHECK=gpu_check_relinear
+. "$(dirname "$0")/gpu_lib.sh"
 Q="python3 -m quadrun"
 step 10 "device" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
     python3 -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.get_device_name())'"
