@@ -210,8 +210,10 @@ def test_wheel_ships_the_configs(tmp_path):
     wheel_dir, source = tmp_path / "wheel", tmp_path / "source"
     import shutil                     # a clean copy: no build/ left over from another build
 
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".venv", "build", "outputs", ".git", "*.egg-info", "__pycache__", "data"))
+    top = {".venv", "build", "outputs", ".git", "data", "dist"}
+    shutil.copytree(REPO, source, ignore=lambda folder, names: [
+        n for n in names if (Path(folder) == REPO and n in top) or n == "__pycache__"
+        or n.endswith(".egg-info")])
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(wheel_dir), str(source)], capture_output=True, text=True,
                        timeout=300)
