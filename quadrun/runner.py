@@ -57,12 +57,11 @@ def record_keys(cells: list) -> list:
     return keys
 
 
-def measure_cells(exp, c, ctx) -> list:
+def measure_cells(exp, c, ctx, cells: list) -> list:
     """Measure every cell in order; a finished cell is a stage, so a resumed run skips it.
     The record of a cell is the cell's own fields followed by what `measure` returned."""
     from quadrun.training import Interrupted
 
-    cells = list(exp.cells(c))
     keys = [cell_key(cell) for cell in cells]
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"{exp.__name__}.cells: two cells share a key")
@@ -141,7 +140,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
         cells = list(exp.cells(c))
-        records = measure_cells(exp, c, ctx)
+        records = measure_cells(exp, c, ctx, cells)
         summary = conclude(exp, c, records, record_keys(cells))
         status = summary.pop("status", "completed")
         ctx.finish(status, summary)
