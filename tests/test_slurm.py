@@ -90,7 +90,7 @@ def test_slurm_sweep_resumes_skipping_finished_jobs_and_retrying_a_failed_one(sl
     before = {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()}
     r = run_cli(f"resume={sweep}", "sweep.retries=1", cwd=tmp_path, toy=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert f"sweep {sweep}: 1 jobs: 1 failed" in r.stderr
+    assert f"sweep {sweep}: 2 jobs: 1 failed, 1 skipped" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()} == before
     meta = json.loads((failed / "meta.json").read_text())
     assert meta["attempts"] == 2 and meta["failed_attempts"] == 2
