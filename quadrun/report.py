@@ -382,6 +382,7 @@ class Study:
     def __init__(self, experiment: str, group: str, runs: list, module, label: bool = True):
         self.experiment, self.group, self.runs, self.module = experiment, group, runs, module
         self.label = label            # several groups: each claim says which it belongs to
+        self.error: Optional[str] = None   # why the claims could not be decided
         finished = [r for r in runs if r.status in FINISHED]
         self.records = [rec for r in finished for rec in r.records]
         self.keys = []
@@ -394,10 +395,15 @@ class Study:
         fn = getattr(self.module, "claims", None)
         if fn is None or self.cfg is None:
             return []
-        out = []
-        for c in fn(self.records, self.cfg):
-            out.append({**c, "group": self.group} if self.group and self.label else dict(c))
-        return out
+        try:
+            found = list(fn(self.records, self.cfg))
+        except Exception as exc:  # records of another version, say: the tables still render
+            log.warning("%s claims%s could not be decided: %s: %s", self.experiment,
+                        f" ({self.group})" if self.group else "", type(exc).__name__, exc)
+            self.error = f"{type(exc).__name__}: {exc}"
+            return []
+        return [{**c, "group": self.group} if self.group and self.label else dict(c)
+                for c in found]
 
 
 def studies(runs: list) -> list:
@@ -485,6 +491,11 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
     problems = [r for r in runs if r.status != "completed"]
     md = [f"{_status_line(runs)}\n"] + [t.markdown() for t in claim_tables + tables]
+    undecided = [s for s in all_studies if s.error]
+    if undecided:
+        md.append("### Claims not decided\n\n" + "".join(
+            f"- {s.experiment}{' (' + s.group + ')' if s.group else ''}: {s.error}\n"
+            for s in undecided))
     if problems:
         md.append("### Runs not completed\n\n" + "".join(
             f"- `{r.folder}`: {r.status}{': ' + r.error if r.error else ''}\n" for r in problems))

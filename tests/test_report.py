@@ -139,3 +139,15 @@ def test_cli_errors_and_empty(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_a_claim_function_that_raises_leaves_the_tables(tmp_path, monkeypatch):
+    from plugins import toy
+
+    def broken(records, c):
+        raise KeyError("val/mse")
+    monkeypatch.setattr(toy, "claims", broken)
+    run = make_run(tmp_path, "run", ["experiment=toy"], toy_summary(0, 0.2))
+    result = build([run], quiet=True)
+    assert result["claims"] == [] and result["tables"]
+    assert "### Claims not decided" in (run / "report" / "table.md").read_text()
