@@ -308,7 +308,10 @@ def _claim_error_falls(records, part: str) -> dict:
             parts.append(f"d={d}: {fmt_interval(s['slope'], s['low'], s['high'], 2)}{how}")
             sign = -1 if s["high"] < 0 else (1 if s["low"] > 0 else 0)
         else:
-            parts.append(f"d={d}: {fmt(s['slope'], 2)} (one seed, two widths: no interval)")
+            floor = max(s["medians"]) <= RESOLUTION
+            parts.append(f"d={d}: {fmt(s['slope'], 2)} "
+                         + (f"(every error at the {RESOLUTION:g} floor)" if floor
+                            else "(one seed, two widths: no interval)"))
             sign = 0
         if sign < 0:
             falls.append(d)
