@@ -563,8 +563,11 @@ def print_claims(claims: list, console=None, title: str = "Claims") -> None:
 def print_table(table: Table, console) -> None:
     from rich.table import Table as RichTable
 
-    for block in table.blocks(console.width):
-        rt = RichTable(title=table.title, caption="\n".join(table.header) or None,
+    blocks = table.blocks(console.width)
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1          # the header lines once, under the last block
+        rt = RichTable(title=table.title if i == 0 else None,
+                       caption=("\n".join(table.header) or None) if last else None,
                        caption_justify="left")
         for i in block:
             rt.add_column(table.columns[i], overflow="fold")
