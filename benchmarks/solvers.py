@@ -1,15 +1,23 @@
-"""Solver benchmark: quadrun's CG vs scipy.sparse.linalg.cg, and DCDM vs CG, same process.
+"""Solver benchmark: every Poisson solver side by side, one run, on the current device.
 
-    python benchmarks/solvers.py                       # CPU, 3-D 64^3
-    python benchmarks/solvers.py --device cuda --n 128
-    python benchmarks/solvers.py --checkpoint outputs/dcdm/<run>/checkpoints/model_3d.pt
+    python benchmarks/solvers.py                        # 3-D 64^3 and 128^3, every solver
+    python benchmarks/solvers.py --n 64 --solvers cg,mg,amg,dcdm
+    python benchmarks/solvers.py --device cuda --precision bf16
+    python benchmarks/solvers.py --checkpoint outputs/dcdm/<run>/checkpoints/model_3d.pt \\
+        --arch additive --coarsest 4                    # a trained network: time to tol
 
-Prints time per iteration, iterations and time to the relative tolerance, and peak memory
-(CPU: the process's peak resident set above the level before the solve, reset between
-solvers through /proc/self/clear_refs; CUDA: torch's peak allocation), then the ratios.
-DCDM's time to tolerance needs a trained network (--checkpoint, a `model_3d.pt` of a dcdm
-run, with the run's --arch/--blocks/--coarsest); without one, an untrained network of the
-same shape gives the time per iteration only.
+For each grid size and solver (CG, IC(0)-PCG, deflated PCG, AMG-PCG with pyamg on the host,
+geometric-multigrid PCG in torch, DCDM), one solve of the same scene to the same relative
+tolerance through quadrun.solvers.krylov.solve: iterations (exact, whatever --check-every
+is), set-up and solve seconds, time per iteration, peak memory (CPU: the process's peak
+resident set above the level before the solver, freed heap returned first (malloc_trim)
+and the peak reset through /proc/self/clear_refs; CUDA:
+torch's peak allocation above the allocation before it) and the ratios to CG measured in
+the same run. DCDM's time to the tolerance needs a trained network (--checkpoint, a
+dcdm run's model_3d.pt with that run's --arch/--blocks/--coarsest); without one the
+authors' N=64 network (--arch paper) runs untrained for --dcdm-iters iterations, which
+gives its time per iteration only. The header prints the load average: timings on a
+shared machine are inflated by the other processes.
 """
 from __future__ import annotations
 
@@ -18,12 +26,14 @@ import os
 import time
 from pathlib import Path
 
-import scipy.sparse.linalg as spla
+import numpy as np
 import torch
 
 from quadrun.nn.dcdm_net import ARCHS, build
 from quadrun.solvers import krylov
-from quadrun.solvers.poisson import scene
+from quadrun.solvers.poisson import SCENES, scene
+
+DEFAULT_SOLVERS = ["cg", "ic", "deflated", "amg", "mg", "dcdm"]
 
 
 def _rss_kib(field: str) -> int:
@@ -45,6 +55,12 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
+            try:  # give freed heap back to the system, so the peak counts new memory
+                import ctypes
+
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except (OSError, AttributeError):
+                pass
             try:  # "5" resets the peak resident set size (Linux >= 4.0)
                 Path("/proc/self/clear_refs").write_text("5")
             except OSError:
@@ -61,113 +77,127 @@ class PeakMemory:
         self.mib = max(peak - self.base, 0) / 2**20
 
 
-def _sync(device):
+def _network(args, device):
+    net = build(args.arch, args.dim, 16, args.blocks, args.coarsest)
+    if args.checkpoint:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+    return net.to(device)
+
+
+def _device_line(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu, {threads} torch thread(s), {os.cpu_count()} cores"
 
 
-def scipy_cg(system, b, tol, maxiter):
-    count = []
-    t = time.perf_counter()
-    x, _ = spla.cg(system.scipy, b, rtol=tol, atol=0.0, maxiter=maxiter,
-                   callback=lambda xk: count.append(1))
-    return x, len(count), time.perf_counter() - t
+def run_one(name, system, b, args, device, net):
+    """Best of --repeats solves (by total time) of solver `name`: a result row."""
+    options = dict(device=device, dtype=getattr(torch, args.dtype), tol=args.tol,
+                   check_every=args.check_every, protocol=args.protocol, seed=0,
+                   deflate=args.deflate, precision=args.precision, graphs=not args.no_graphs)
+    if name == "dcdm":
+        trained = bool(args.checkpoint)
+        options.update(model=net, maxiter=args.dcdm_maxiter if trained else args.dcdm_iters)
+    else:
+        options.update(maxiter=args.maxiter)
+    best = None
+    for _ in range(args.repeats):
+        with PeakMemory(device) as mem:
+            rec = krylov.solve(name, system, b, **options)
+        rec["peak_mib"] = mem.mib
+        rec.pop("x")
+        if best is None or rec["setup_s"] + rec["solve_s"] < best["setup_s"] + best["solve_s"]:
+            best = rec
+    best["to_tol"] = name != "dcdm" or bool(args.checkpoint)
+    return best
 
 
-def quadrun_solve(solver, A, bt, device, tol, maxiter, check_every, **extra):
-    residuals = []
-    _sync(device)
-    t = time.perf_counter()
-    x, info = solver(A, bt, tol=tol, maxiter=maxiter, residuals=residuals,
-                     check_every=check_every, **extra)
-    _sync(device)
-    return x, len(residuals) - 1, time.perf_counter() - t
+def print_table(n, rows, args):
+    cg = rows.get("cg")
+    per = lambda r: r["solve_s"] / max(r["iterations_run"], 1)
+    head = (f"  {'solver':<16} {'iters':>6} {'run':>5} {'set-up s':>9} {'solve s':>9} "
+            f"{'total s':>9} {'ms/it':>9} {'peak MiB':>9} {'rel.res':>9}   "
+            f"{'total/CG':>8} {'solve/CG':>8} {'ms/it/CG':>8}")
+    print(head)
+    for name, r in rows.items():
+        total = r["setup_s"] + r["solve_s"]
+        its = str(r["iterations"]) if r["converged"] else (
+            "-" if not r["to_tol"] else f">{r['iterations_run']}")
+        ratio = lambda a, b: f"{a / b:7.3f}x" if b else "       -"
+        if cg is not None and r["to_tol"] and r["converged"]:
+            cg_total = cg["setup_s"] + cg["solve_s"]
+            rt, rs = ratio(total, cg_total), ratio(r["solve_s"], cg["solve_s"])
+        else:
+            rt = rs = "     n/a"
+        rp = ratio(per(r), per(cg)) if cg is not None else "       -"
+        where = " (host)" if name == "amg" else ""
+        label = name + where + ("" if r["to_tol"] else " (untrained)")
+        tot = f"{total:9.3f}" if r["to_tol"] else f"{'n/a':>9}"
+        print(f"  {label:<16} {its:>6} {r['iterations_run']:>5} {r['setup_s']:9.3f} "
+              f"{r['solve_s']:9.3f} {tot} {per(r) * 1e3:9.2f} {r['peak_mib']:9.1f} "
+              f"{r['rel_residual']:9.2e}   {rt} {rs} {rp}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n", type=int, nargs="+", default=[64, 128], help="grid sizes")
     ap.add_argument("--dim", type=int, default=3, choices=[2, 3])
-    ap.add_argument("--scene", default="box_obstacle")
+    ap.add_argument("--scene", default="box_obstacle", choices=list(SCENES))
+    ap.add_argument("--solvers", default=",".join(DEFAULT_SOLVERS),
+                    help=f"comma-separated, from: {', '.join(krylov.SOLVERS)}")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--protocol", default="quadrun", choices=list(krylov.PROTOCOLS))
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                    help="the Krylov vectors' dtype (the network runs in float32)")
     ap.add_argument("--maxiter", type=int, default=5000)
     ap.add_argument("--check-every", type=int, default=None,
                     help="host convergence check interval (default 1 on CPU, 10 on CUDA)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (scipy uses 1)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=1, help="solves per solver; the fastest kept")
+    ap.add_argument("--deflate", type=int, default=16)
     ap.add_argument("--checkpoint", default=None, help="a dcdm run's model_<dim>d.pt")
     ap.add_argument("--arch", default="paper", choices=list(ARCHS))
     ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--coarsest", type=int, default=8)
-    ap.add_argument("--dcdm-iters", type=int, default=10,
-                    help="iterations timed for DCDM's per-iteration cost without a checkpoint")
+    ap.add_argument("--coarsest", type=int, default=4)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="DCDM's network on CUDA")
+    ap.add_argument("--no-graphs", action="store_true",
+                    help="no CUDA graphs for the network and the multigrid cycle")
+    ap.add_argument("--dcdm-iters", type=int, default=None,
+                    help="iterations timed for an untrained DCDM (default 10 on CUDA, 3 on CPU)")
     ap.add_argument("--dcdm-maxiter", type=int, default=300,
                     help="DCDM's iteration cap with a checkpoint (the paper: 100)")
     args = ap.parse_args()
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    check = args.check_every or (10 if device.type == "cuda" else 1)
-    system, b = scene(args.scene, args.n, args.dim, seed=0)
-    A = system.matrix(device, torch.float64)
-    bt = torch.from_numpy(b).to(device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu, %d torch thread(s)' % args.threads}); "
-          f"{args.dim}-D {args.n}^{args.dim} {args.scene}: {system.size} fluid cells; "
-          f"relative tol {args.tol:g}; host check every {check} iteration(s)")
-
-    rows = {}
-
-    def record(name, its, seconds, mib, note=""):
-        rows[name] = (its, seconds, mib)
-        per = seconds / max(its, 1) * 1e3
-        print(f"  {name:<28} {its:>6} it  {per:9.3f} ms/it  {seconds:8.3f} s  "
-              f"peak {mib:8.1f} MiB  {note}")
-
-    print(f"  {'solver':<28} {'iters':>9}  {'per iteration':>15}  {'to tol':>10}  {'memory':>13}")
-    # scipy on the host, float64, single-threaded sparse matvec
-    best = None
-    for _ in range(args.repeats):
-        with PeakMemory(torch.device("cpu")) as mem:
-            x, its, s = scipy_cg(system, b, args.tol, args.maxiter)
-        best = min(best or (its, s, mem.mib), (its, s, mem.mib), key=lambda r: r[1])
-    rel = krylov.relative_residual(system, b, x)
-    record("scipy.sparse.linalg.cg", *best, f"rel.res {rel:.2e} (host)")
-
-    best = None
-    for _ in range(args.repeats):
-        with PeakMemory(device) as mem:
-            x, its, s = quadrun_solve(krylov.cg, A, bt, device, args.tol, args.maxiter, check)
-        best = min(best or (its, s, mem.mib), (its, s, mem.mib), key=lambda r: r[1])
-    rel = krylov.relative_residual(system, b, x.cpu().numpy())
-    record("quadrun cg", *best, f"rel.res {rel:.2e}")
-
-    # DCDM: network (float32) on the device, system in float64
-    net = build(args.arch, args.dim, 16, args.blocks, args.coarsest)
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-    net.to(device)
-    M = krylov.network_setup(system, A, model=net)["M"]
-    maxiter = args.dcdm_maxiter if args.checkpoint else args.dcdm_iters
-    M(bt)  # warm-up (cuDNN autotuning, allocator)
-    with PeakMemory(device) as mem:
-        x, its, s = quadrun_solve(krylov.dcdm, A, bt, device, args.tol, maxiter, check, M=M)
-    rel = krylov.relative_residual(system, b, x.cpu().numpy())
-    record("quadrun dcdm" + ("" if args.checkpoint else " (untrained)"), its, s, mem.mib,
-           f"rel.res {rel:.2e}")
-
-    sc, qc, dc = rows["scipy.sparse.linalg.cg"], rows["quadrun cg"], rows[next(k for k in rows if k.startswith("quadrun dcdm"))]
-    per = lambda r: r[1] / max(r[0], 1)
-    print("ratios:")
-    print(f"  quadrun cg / scipy cg, time per iteration: {per(qc) / per(sc):6.2f}x"
-          f"   (time to tol {qc[1] / sc[1]:.2f}x; iterations {qc[0]} vs {sc[0]})")
-    print(f"  dcdm / cg (quadrun), time per iteration:   {per(dc) / per(qc):6.2f}x")
-    if args.checkpoint:
-        print(f"  dcdm / cg (quadrun), time to tolerance:    {dc[1] / qc[1]:6.2f}x"
-              f"   (iterations {dc[0]} vs {qc[0]})")
-    print(f"  peak memory dcdm / cg: {dc[2] / max(qc[2], 1e-9):.2f}x; "
-          f"quadrun cg / scipy cg: {qc[2] / max(sc[2], 1e-9):.2f}x")
+    args.check_every = args.check_every or (10 if device.type == "cuda" else 1)
+    args.dcdm_iters = args.dcdm_iters or (10 if device.type == "cuda" else 3)
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    for s in names:
+        krylov.get(s)
+    net = _network(args, device) if "dcdm" in names else None
+    print(f"device {_device_line(device, args.threads)}; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.dim}-D {args.scene}; "
+          f"tol {args.tol:g} ({args.protocol} protocol); vectors {args.dtype}; host check "
+          f"every {args.check_every}; DCDM net {args.arch}"
+          f"{' ' + args.checkpoint if args.checkpoint else ' (untrained)'}, "
+          f"{args.precision}{'' if args.no_graphs else ', CUDA graphs on CUDA'}")
+    for n in args.n:
+        t0 = time.perf_counter()
+        system, b = scene(args.scene, n, args.dim, seed=0)
+        print(f"\n{n}^{args.dim}: {system.size} fluid cells (scene built in "
+              f"{time.perf_counter() - t0:.1f} s)", flush=True)
+        rows = {}
+        for name in names:
+            t = time.perf_counter()
+            rows[name] = run_one(name, system, b, args, device, net)
+            print(f"    {name}: done in {time.perf_counter() - t:.1f} s", flush=True)
+        print_table(n, rows, args)
+        print(f"  load average after {n}^{args.dim}: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

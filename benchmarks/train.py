@@ -40,6 +40,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from quadrun.artifacts import RunContext
+from quadrun.devices import Runtime
+from quadrun.schema import TrainConfig
 from quadrun.data.images import Augment, ImageData
 from quadrun.nn.quadratic import param_groups
 from quadrun.nn.resnet import BLOCKS, ShortcutA, count_parameters, qresnet, resnet
@@ -146,17 +148,14 @@ def quadrun_runner(model, images: torch.Tensor, labels: torch.Tensor, args, devi
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     batches = TensorBatches([images, labels], args.batch, transform=Augment(data, 4, True))
-    cfg = OmegaConf.create({"experiment": "bench", "scale": "bench", "seed": 0,
-                            "precision": args.precision, "compile": compile,
-                            "cuda_graphs": cuda_graphs})
+    cfg = OmegaConf.create({"experiment": "bench", "scale": "bench", "seed": 0, "data_dir": "data"})
+    runtime = Runtime(device, precision=args.precision, compile=compile, cuda_graphs=cuda_graphs)
     groups = param_groups(model, 0.1, 1e-4, role_lr={"quad_g": 1e-5, "quad_b": 1e-5})
 
     def train(epochs, tick):
-        tc = OmegaConf.create({"epochs": epochs, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
-                               "nesterov": False, "weight_decay": 1e-4, "schedule": "none",
-                               "milestones": [], "lr_decay": 0.1, "grad_clip": 0.0,
-                               "eval_every": 1, "log_every": 10 ** 9, "checkpoint_every": 0})
-        ctx = RunContext(tmp / f"run{id(model)}_{cuda_graphs}_{compile}", cfg, device)
+        tc = TrainConfig(epochs=epochs, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
+                         schedule="none", log_every=10 ** 9)
+        ctx = RunContext(tmp / f"run{id(model)}_{cuda_graphs}_{compile}", cfg, runtime)
         fit(model, batches, lambda m, b: F.cross_entropy(m(b[0]), b[1]), ctx, tc,
             param_groups=groups, checkpoint=False, evaluate=lambda m: tick() or {})
 

@@ -1,12 +1,13 @@
-"""The run-folder writer: the one place that writes into a run folder.
+"""The run-folder writer: the one place that writes into a run folder (names: quadrun.vocab).
 
     <run>/config.yaml        resolved config
     <run>/meta.json          versions, host, device, times, SLURM ids
     <run>/metrics.jsonl      one JSON object per logged point: {"step": s, "train/loss": ...}
-    <run>/summary.json       final metrics and `status`; written last, atomically
+    <run>/summary.json       records, claims and `status`; written last, atomically
     <run>/checkpoints/       last.pt (and prev.pt, the one before), best.pt; atomic writes
     <run>/plots/*.png
-    <run>/stages.json        results of finished parts of multi-part experiments (resume)
+    <run>/stages.json        records of finished cells (resume skips them)
+    <run>/report/            the run's tables (quadrun-report, run at the end)
     <run>/quadrun.log        Hydra's job log
 """
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any, Callable, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("quadrun")
+from quadrun import vocab
+from quadrun.vocab import STATUSES
 
-STATUSES = ("completed", "diverged", "failed", "interrupted")
+log = logging.getLogger("quadrun")
 
 
 class CheckpointError(Exception):
@@ -125,39 +127,52 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of what defines a run's results (device, logging and paths left out)."""
+    """Hash of what defines a run's results (the keys of quadrun.vocab.RUNTIME_KEYS and
+    TRAIN_RUNTIME_KEYS left out, so a run can resume on another device or with CUDA
+    graphs off)."""
     import hashlib
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("device", "precision", "compile", "threads", "logger", "resume", "data_dir"):
-        plain.pop(key, None)
-    plain.get("train", {}).pop("log_every", None)
-    plain.get("train", {}).pop("checkpoint_every", None)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+    plain.pop("hydra", None)
+    text = json.dumps(vocab.result_config(plain), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class RunContext:
     """What an experiment sees of its run: folder, device, logging, checkpoints, plots."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, device: torch.device):
+    def __init__(self, run_dir: Path, cfg: DictConfig, runtime):
         self.dir = Path(run_dir)
         self.cfg = cfg
-        self.device = device
-        self.stop_requested = False  # set by SIGTERM/INT/USR1/USR2; the loop checkpoints
+        self.runtime = runtime           # quadrun.devices.Runtime: device, precision, seed...
+        self.data_dir = Path(cfg.data_dir)
+        self.stop_requested = False      # set by SIGTERM/INT/USR1/USR2; the loop checkpoints
         self.stop_signal = None
+        self.label = ""                  # the cell being measured, e.g. "[2/12 d=8]"
+        self.memo: dict = {}             # what cells of one run share in memory (models, data)
         self.fingerprint = config_fingerprint(cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "checkpoints").mkdir(exist_ok=True)
-        (self.dir / "plots").mkdir(exist_ok=True)
-        self._tb = None
+        (self.dir / vocab.CHECKPOINTS).mkdir(exist_ok=True)
+        (self.dir / vocab.PLOTS).mkdir(exist_ok=True)
+        self._tracker = None             # logger=tensorboard | mlflow (quadrun.tracking)
         self._meta: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    def shared(self, key, build: Callable[[], Any]) -> Any:
+        """`build()` once per run for `key`; later cells get the same object."""
+        if key not in self.memo:
+            self.memo[key] = build()
+        return self.memo[key]
 
     # -- lifecycle (called by the runner) ----------------------------------------------
     def start(self) -> None:
         import quadrun
 
-        atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
-        old = self.dir / "meta.json"
+        atomic_write_text(self.dir / vocab.CONFIG, OmegaConf.to_yaml(self.cfg, resolve=True))
+        old = self.dir / vocab.META
         previous = json.loads(old.read_text()) if old.exists() else {}
         self._meta = {
             "package": "quadrun", "version": quadrun.__version__, "git": _git_version(),
@@ -169,48 +184,60 @@ class RunContext:
                             if self.device.type == "cuda" else platform.processor() or "cpu"),
             "start": previous.get("start", _now()),
             "attempts": previous.get("attempts", 0) + 1,
+            "failed_attempts": previous.get("failed_attempts", 0),
             "resumed_at": _now() if previous else None,
             "end": None,
             "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
                                                  "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
                       if k in os.environ} or None,
         }
-        write_json(self.dir / "meta.json", self._meta)
-        if self.cfg.get("logger") == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
+        if previous.get("mlflow_run_id"):
+            self._meta["mlflow_run_id"] = previous["mlflow_run_id"]
+        if self.cfg.get("logger", "none") != "none":
+            from quadrun.tracking import TRACKERS
 
-            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+            self._tracker = TRACKERS[self.cfg.logger](self.dir, self.cfg, self._meta)
+        write_json(self.dir / vocab.META, self._meta)
 
     def finish(self, status: str, summary: dict) -> None:
         assert status in STATUSES, status
         self._meta["end"] = _now()
+        if status == "failed":
+            self._meta["failed_attempts"] = self._meta.get("failed_attempts", 0) + 1
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
                "seed": self.cfg.seed, **summary}
-        if self._tb is not None:
-            self._tb.close()
+        if self._tracker is not None:
+            self._tracker.finish(status, out)
         try:
-            write_json(self.dir / "meta.json", self._meta)
-            write_json(self.dir / "summary.json", out)  # last, atomic
+            write_json(self.dir / vocab.META, self._meta)
+            write_json(self.dir / vocab.SUMMARY, out)  # last, atomic
         except OSError as exc:  # disk full: what was saved before stays as it was
             log.error("could not write summary.json: %s", exc)
             if status != "failed":
                 raise
 
+    def close(self) -> None:
+        """After the summary and the report: the tracker gets its files, then ends."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.close(self.dir)
+            except Exception as exc:  # a tracker's failure never loses the run folder
+                log.error("logger %s: could not close (%s)", self.cfg.logger, exc)
+
     # -- metrics -----------------------------------------------------------------------
     def log(self, step: int, metrics: dict) -> None:
-        """Append one point to metrics.jsonl (and TensorBoard when on)."""
+        """Append one point to metrics.jsonl (and to the tracker, when one is on)."""
         row = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
-        with open(self.dir / "metrics.jsonl", "a") as fh:
+        with open(self.dir / vocab.METRICS, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+        if self._tracker is not None:
+            self._tracker.log(int(step), row)
 
     def truncate_metrics(self, step: int, fit: str = "train") -> None:
         """Drop the points of training `fit` logged after `step` (redone after a resume);
         points of other fits (rows with another "fit" field) are kept."""
-        path = self.dir / "metrics.jsonl"
+        path = self.dir / vocab.METRICS
         if not path.exists():
             return
         keep = []
@@ -224,12 +251,12 @@ class RunContext:
         atomic_write_text(path, "".join(l + "\n" for l in keep))
 
     def metrics(self) -> list:
-        path = self.dir / "metrics.jsonl"
+        path = self.dir / vocab.METRICS
         return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
     # -- files ---------------------------------------------------------------------------
     def plot_path(self, name: str) -> Path:
-        return self.dir / "plots" / (name if name.endswith(".png") else name + ".png")
+        return self.dir / vocab.PLOTS / (name if name.endswith(".png") else name + ".png")
 
     def save_figure(self, fig, name: str) -> Path:
         path = self.plot_path(name)
@@ -248,7 +275,7 @@ class RunContext:
 
     # -- checkpoints -----------------------------------------------------------------------
     def checkpoint_path(self, name: str = "last") -> Path:
-        return self.dir / "checkpoints" / f"{name}.pt"
+        return self.dir / vocab.CHECKPOINTS / f"{name}.pt"
 
     def save_checkpoint(self, state: dict, name: str = "last") -> None:
         state = {**state, "experiment": self.cfg.experiment, "fingerprint": self.fingerprint}
@@ -278,7 +305,7 @@ class RunContext:
                     f"this run is {self.cfg.experiment}, {self.fingerprint}. "
                     "Use a new run folder, or the same overrides as that run")
             return state
-        if list((self.dir / "checkpoints").glob("*.corrupt-*")):
+        if list((self.dir / vocab.CHECKPOINTS).glob("*.corrupt-*")):
             raise CheckpointError(f"no usable checkpoint in {self.dir / 'checkpoints'}: every "
                                   "one is corrupt (kept as *.corrupt-*); start a new run folder")
         return None
@@ -289,7 +316,7 @@ class RunContext:
 
         stages.json carries the config fingerprint: results of another config are never
         reused (an error names the file; the file is left as it is)."""
-        path = self.dir / "stages.json"
+        path = self.dir / vocab.STAGES
         saved = json.loads(path.read_text()) if path.exists() else {}
         if saved and saved.get("fingerprint") != self.fingerprint:
             raise CheckpointError(f"{path} holds results of another config "

@@ -6,13 +6,14 @@ no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from importlib import resources
 from pathlib import Path
 
 from quadrun import registry
-from quadrun.schema import ConfigError, register
+from quadrun.schema import SCALES, ConfigError, register
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
 
@@ -33,7 +34,7 @@ def _error(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, experiment: str | None = None, overrides: tuple = ()) -> str:
     """Hydra's and OmegaConf's multi-line errors as `key: reason`."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
@@ -49,22 +50,72 @@ def _one_line(exc: BaseException) -> str:
         if found:
             missing = found.group(1)
             group, _, option = missing.rpartition("/")
-            if group.startswith("sizes"):
-                return (f"scale: experiment {group.split('/')[-1]!r} has no {option!r} size "
-                        f"(add configs/{missing}.yaml)")
-            options = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+            extra = {"optuna": "optuna", "submitit_local": "slurm", "submitit_slurm": "slurm"}
+            if group.startswith("hydra/") and option in extra:
+                return (f"{group}: {option!r} needs its Hydra plugin; "
+                        f"pip install 'quadrun[{extra[option]}]'")
+            if group.startswith("hydra/"):
+                return f"{group}: unknown {option!r}; it is not an installed Hydra plugin"
+            options = set(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+            if group == "experiment":
+                options |= set(registry.names())
+            elif group == "scale":
+                options |= set(SCALES)
             if options or group:
                 return (f"{group}: unknown {option!r}; must be one of: "
-                        + (", ".join(options) or "(none)"))
+                        + (", ".join(sorted(options)) or "(none)"))
         return text.splitlines()[0]
     if cause is not None:
         key = getattr(cause, "full_key", None) or ""
         reason = str(getattr(cause, "msg", "") or cause).strip().splitlines()[0]
-        if "not in" in reason or "not in struct" in reason:
-            reason = f"unknown key ({reason})"
+        if key and ("not in" in reason or "not in struct" in reason):
+            from quadrun.schema import unknown_key
+
+            typed = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+            key = next((t for t in typed if t.startswith(key + ".")), key)  # what was typed
+
+            return unknown_key(key, registry.load_all(), experiment)
         return f"{key}: {reason}" if key else reason
     lines = [l for l in str(exc).strip().splitlines() if l.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+FLAGS = ("-m", "--multirun", "-h", "--help", "--hydra-help", "--version", "--resolve",
+         "--experimental-rerun", "-i", "--info", "-sc", "--shell-completion")
+VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+               "-cd", "--config-dir")
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+              "-sc", "--version")
+
+
+def _check_flags(argv: list) -> None:
+    """Only Hydra's own flags, written in full (argparse would take `--experiment=x` as an
+    abbreviation of --experimental-rerun)."""
+    for a in argv:
+        if a.startswith("-") and a.split("=", 1)[0] not in FLAGS + VALUE_FLAGS:
+            guess = a.lstrip("-")
+            raise ConfigError(f"arguments: {a!r} is not an option; overrides are written without "
+                              f"dashes, e.g. {guess if '=' in guess else 'experiment=relinear'} "
+                              "(-m for a sweep; quadrun --help lists the options)")
+
+
+def _parse_error(override: str, exc: BaseException) -> ConfigError:
+    """One line for an override Hydra's grammar rejects, and the right form."""
+    key = override.split("=", 1)[0].lstrip("+~") or "overrides"
+    text = str(exc)
+    if "=" not in override:
+        why = "it has no '='"
+    elif "LexerNoViableAlt" in text or "token recognition" in text:
+        why = "it has a character that needs quotes"
+    elif override.rstrip().endswith(","):
+        why = "it ends with a comma"
+    elif override.count("[") != override.count("]") or override.count("{") != override.count("}"):
+        why = "a bracket is not closed"
+    else:
+        why = "it is not valid override syntax"
+    return ConfigError(f"{key}: cannot parse {override!r}: {why}; write key=value, quote a value "
+                       "with spaces or special characters (key='a b'), key=[a,b] for a list, "
+                       "-m key=a,b for a sweep")
 
 
 def _split(argv: list) -> tuple[list, bool]:
@@ -76,6 +127,24 @@ def _split(argv: list) -> tuple[list, bool]:
         elif not arg.startswith("-"):
             overrides.append(arg)
     return overrides, multirun
+
+
+def _latest_run(experiment: str) -> Path:
+    """The newest run folder of `experiment` under ./outputs (single runs, not sweeps)."""
+    import json
+
+    root = Path("outputs") / experiment
+    runs = [p for p in root.glob("*") if p.is_dir() and (p / ".hydra" / "overrides.yaml").exists()]
+    if not runs:
+        raise ConfigError(f"resume: 'latest' found no run of experiment {experiment!r} under "
+                          f"{root}; give a run folder (resume=outputs/{experiment}/<folder>)")
+
+    def started(p: Path):
+        try:
+            return (json.loads((p / "meta.json").read_text()).get("start") or "", p.name)
+        except (OSError, ValueError):
+            return ("", p.name)
+    return max(runs, key=started)
 
 
 def _resume_overrides(folder: str) -> list:
@@ -97,10 +166,21 @@ def _variants(overrides: list) -> list:
     """One override list per value of each sweep dimension (others at their first value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parser = OverridesParser.create()
+    parsed = []
+    for o in overrides:
+        try:
+            parsed += parser.parse_overrides([o])
+        except Exception as exc:  # Hydra's grammar errors name token types: say it plainly
+            raise _parse_error(o, exc) from None
     firsts, sweeps = [], []
     for o in parsed:
-        if o.is_sweep_override():
+        if o.is_sweep_override() and not o.is_discrete_sweep():  # interval(a, b) of a search
+            value = o.value()
+            values = [str(value.start), str(value.end)]
+            firsts.append(f"{o.get_key_element()}={values[0]}")
+            sweeps.append((len(firsts) - 1, o.get_key_element(), values))
+        elif o.is_sweep_override():
             values = list(o.sweep_string_iterator())
             firsts.append(f"{o.get_key_element()}={values[0]}")
             sweeps.append((len(firsts) - 1, o.get_key_element(), values))
@@ -120,7 +200,7 @@ def _compose(overrides: list):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
 
@@ -138,40 +218,123 @@ def _culprit(overrides: list) -> str | None:
 
 def preflight(argv: list, experiments: dict) -> list:
     """Validate the command line; return the argv that Hydra should see."""
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from quadrun.schema import validate
 
-    if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion",
-                 "-sc", "--version") or a.startswith(("--info=", "--cfg=")) for a in argv):
+    _check_flags(argv)
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
         return argv
     overrides, multirun = _split(argv)
     resume = [o for o in overrides if o.startswith("resume=")]
     if resume:
         folder = resume[-1].split("=", 1)[1].strip("'\"")
+        from quadrun.sweeps import is_sweep, resume_argv
+
+        if is_sweep(Path(folder).expanduser()):
+
+            extra = [o for o in overrides if not o.startswith("resume=")]
+            argv = resume_argv(Path(folder).expanduser()) + extra
+            print(f"quadrun: continuing the sweep in {folder}", file=sys.stderr)
+            return preflight(argv, experiments)
         if multirun:
-            raise ConfigError("resume: cannot be combined with -m (resume one run folder)")
+            raise ConfigError("resume: cannot be combined with -m (give a run or a sweep folder)")
         extra = [o for o in overrides if not o.startswith("resume=")]
+        if folder == "latest":
+            chosen = [o.split("=", 1)[1] for o in extra if o.startswith("experiment=")]
+            folder = str(_latest_run(chosen[-1] if chosen else "relinear"))
+            extra = [o for o in extra if not o.startswith("experiment=")]
+            print(f"quadrun: resuming {folder}", file=sys.stderr)
         overrides = _resume_overrides(folder) + extra
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
         variants = _variants(overrides)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
+    if not multirun:
+        _no_sweeps(overrides)
     for variant in variants:
         try:
             cfg = _compose(variant)
         except Exception as exc:
-            message = _one_line(exc)
+            chosen = [o.split("=", 1)[1] for o in variant if o.startswith("experiment=")]
+            message = _one_line(exc, chosen[-1] if chosen else "relinear", variant)
             if not re.match(r"^[^\s:]+: ", message):  # name the override that breaks it
                 culprit = _culprit(variant)
                 if culprit:
                     message = f"{culprit.split('=', 1)[0].lstrip('+~')}: {message} (in {culprit!r})"
             raise ConfigError(message) from None
+        output = OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run,
+                                        resolve=False)["dir"]
+        cfg_hydra = cfg.hydra
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
+    if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
+            and not cfg.sweep.objective:
+        raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
+                          "optimise, e.g. sweep.objective=test/acc")
+    _check_writable(output)
     return argv
+
+
+def _no_sweeps(overrides: list) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            value = o.input_line.split("=", 1)[1]
+            raise ConfigError(f"{key}: {value!r} is a sweep; add -m to run one job per value "
+                              f"(quadrun -m {o.input_line}), or write {key}=[{value}] for a list")
+
+
+def _check_writable(output) -> None:
+    """The run folder's fixed part (before any ${...}) must be creatable: one line, not two
+    tracebacks from inside Hydra. Creating it is harmless: Hydra would create it next."""
+    if not isinstance(output, str):
+        return
+    fixed = output.split("${", 1)[0]
+    folder = Path(fixed if fixed.endswith("/") or fixed == output else Path(fixed).parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".quadrun-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"hydra.run.dir: cannot write the run folder {str(folder)!r} "
+                          f"({exc.strerror or exc}); give a writable hydra.run.dir, or run from "
+                          "a writable directory") from None
+
+
+def _help(argv: list) -> None:
+    """`quadrun --help`: the groups and the composed config (the given overrides applied).
+    Printed here rather than by Hydra, whose help composes the config once per group."""
+    from omegaconf import OmegaConf, open_dict
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        cfg = _compose(overrides)
+    except Exception as exc:
+        raise ConfigError(_one_line(exc)) from None
+    groups = {"experiment": sorted(registry.names()), "scale": list(sorted(SCALES))}
+    for group in ("sweep", "cluster"):
+        groups[group] = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
+    header = cfg.hydra.help.header.rstrip()
+    footer = cfg.hydra.help.footer.rstrip()
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    lines = [header, "", "Experiments, scales, named sweeps and cluster presets (config groups):"]
+    lines += [f"{g}: {', '.join(opts)}" for g, opts in groups.items()]
+    shown = " ".join(overrides) or f"experiment={cfg.experiment}, scale={cfg.scale}"
+    lines += ["", f"The config ({shown}); every key can be overridden as key=value:", "",
+              OmegaConf.to_yaml(cfg).rstrip(), "", footer]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `quadrun --help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list | None = None) -> None:
@@ -179,25 +342,69 @@ def main(argv: list | None = None) -> None:
     try:
         experiments = registry.load_all()
         register(experiments)
+        if "--help" in argv or "-h" in argv:
+            _check_flags(argv)
+            _help(argv)
+            return
         argv = preflight(argv, experiments)
     except ConfigError as exc:
         _error(str(exc))
+    except KeyboardInterrupt:
+        _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
     sys.argv = [sys.argv[0]] + argv
     try:
         _hydra_entry()
     except ValueError as exc:  # Hydra's own argument checks (e.g. -m with --cfg)
         _error(f"arguments: {str(exc).splitlines()[0]}")
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed
+        _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
 
 
-def _task(cfg) -> dict | None:
+def _task(cfg):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return _run_one(cfg, sweep=False)
+    from omegaconf import open_dict
+
+    from quadrun import sweeps
+
+    job_dir, sweep_dir = Path(hc.runtime.output_dir), Path(str(hc.sweep.dir))
+    summary = sweeps.before_job(cfg, job_dir, sweep_dir)
+    if summary is None:
+        with sweeps.device_slot(cfg, sweep_dir):
+            threads = sweeps.slot_threads(cfg)
+            if threads and not cfg.threads:
+                with open_dict(cfg):
+                    cfg.threads = threads
+            summary = _run_one(cfg, sweep=True)
+        sweeps.after_job(cfg, job_dir, sweep_dir, summary.get("status", "failed"))
+    if "optuna" in str(hc.sweeper.get("_target_", "")):
+        return _objective(cfg, summary)
+    return summary
+
+
+def _objective(cfg, summary: dict) -> float:
+    """The value a search sweeper optimises: `sweep.objective` of the job's summary (NaN for
+    a job that did not complete, which Optuna records as a failed trial)."""
+    import math
+
+    key = cfg.sweep.objective
+    value = summary.get(key) if summary.get("status") == "completed" else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return math.nan
+    return float(value)
+
+
+def _run_one(cfg, sweep: bool) -> dict:
+    from hydra.core.hydra_config import HydraConfig
 
     from quadrun.artifacts import CheckpointError
     from quadrun.runner import RunFailed, run
     from quadrun.training import Interrupted
 
-    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
     except (ConfigError, CheckpointError) as exc:
@@ -206,13 +413,16 @@ def _task(cfg) -> dict | None:
         _error(str(exc), EXIT_BAD_INPUT)
     except RunFailed as exc:
         if sweep:
+            print(f"quadrun: job {HydraConfig.get().runtime.output_dir}: {exc}", file=sys.stderr)
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_FAILED)
     except Interrupted as exc:
-        print(f"quadrun: interrupted: {exc}; run again into the same folder "
-              f"(resume={HydraConfig.get().runtime.output_dir}) to continue", file=sys.stderr)
+        hc = HydraConfig.get()
+        folder = hc.sweep.dir if sweep else hc.runtime.output_dir
+        print(f"quadrun: interrupted: {exc}; continue with: quadrun resume={folder}",
+              file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    return None
+    return {"status": "failed"}
 
 
 def _hydra_entry() -> None:

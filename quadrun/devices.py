@@ -1,9 +1,15 @@
-"""The one place where devices, precision and seeds are chosen."""
+"""The one place where devices, precision and seeds are chosen.
+
+`make_runtime(cfg)` (called once, by the runner) turns the top-level keys into a `Runtime`:
+the device, the precision, compile / CUDA graphs and the run seed. The training loop reads
+these from the runtime and nothing from the global config.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +25,36 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; "
                           "use device=auto or device=cpu")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run runs (none of it defines a result, see quadrun.vocab)."""
+    device: torch.device
+    precision: str = "fp32"          # fp32 | bf16 (autocast on CUDA)
+    compile: bool = False
+    cuda_graphs: bool = True
+    seed: int = 0                    # the run seed: every stream is derive_seed(seed, ...)
+
+
+def make_runtime(cfg) -> Runtime:
+    """Pick the device, set threads and determinism, seed the global generators once."""
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    return Runtime(device=device, precision=cfg.precision, compile=bool(cfg.compile),
+                   cuda_graphs=bool(cfg.cuda_graphs), seed=int(cfg.seed))
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw from torch's global generator (e.g. a module's default initialisation) as if it
+    were seeded with `seed`, and leave the global stream as it was afterwards."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def autocast(device: torch.device, precision: str):

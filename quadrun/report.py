@@ -1,119 +1,214 @@
-"""`quadrun-report PATH...`: run and sweep folders -> paper-style tables and figures.
+"""`quadrun-report PATH...`: run and sweep folders -> claims, tables and figures.
 
-Reads only run folders (summary.json, .hydra/overrides.yaml, config.yaml). Runs are grouped
-by experiment, then by their overrides other than the seed; each cell is mean, std (sample,
-ddof=1; 0 for a single run) and n over completed runs. Diverged, collapsed, failed and
-unfinished runs are counted and listed, never dropped. Writes, into `<first PATH>/report/`
-(or --out): results.csv, table.md, table.tex and figures, and prints a rich table.
+The one presentation path. A run writes its own `report/` through this code when it ends;
+`quadrun-report <sweep folder>` pools the records of the sweep's jobs. Reads only run
+folders (summary.json, .hydra/overrides.yaml, config.yaml), never a run's internals.
 
-Summaries that hold lists of records (expressivity's `fit`/`dimension`, hierpoly's
-`points`, pde's `results`, dcdm's `solves`) get one table each, grouped by the record's key
-fields as well.
+- Runs are grouped by experiment, then by their overrides, leaving out the seed, the
+  keys that do not define a result (quadrun.vocab) and the experiment's `POOL` keys
+  (sweeps over those extend one study, e.g. relinear's strategies). The records of the
+  finished runs (completed or diverged) of a group are pooled.
+- Claims come first: the experiment's `claims(records, cfg)` evaluated on each group's
+  pooled records, with `cfg` read from the group's first run.
+- Record tables: one per experiment (per `part` where records have one), a row per
+  combination of the record keys (replicate seeds pooled): mean ± std of every number
+  (sample std), k/n for flags, `count` records per row, counts of non-completed records
+  only where there are any.
+  Columns that are the same in every row become a header line; a one-row table is shown
+  as key: value lines; wide tables wrap into several blocks in the terminal.
+- Figures: the experiment's `figures(records, cfg, save)` on the pooled records.
+
+Writes, into `<first PATH>/report/` (or --out): claims.json, results.csv (every record,
+every field), table.md, table.tex (every column) and the figures; prints the claims and
+the tables.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
+import logging
 import math
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import yaml
 
-# Overrides that do not define a result: they never split groups.
-IGNORED = ("seed", "experiment", "sweep", "cluster", "resume", "device", "threads", "logger",
-           "precision", "compile", "data_dir", "hydra")
-# Fields that identify a record in a list-valued summary entry (the rest are measured).
-RECORD_KEYS = {
-    "dimension": ("widths", "kind", "bias"),
-    "fit": ("target", "model"),
-    "points": ("learner", "d", "n"),
-    "results": ("solver", "d", "width"),
-    "solves": ("solver", "scene", "dim", "n"),
-}
-NOT_METRICS = {"seed"}
-UNFINISHED = "running"   # no summary.json yet (a sweep still running, or a killed job)
+from quadrun import vocab
+
+log = logging.getLogger("quadrun")
+
+REPLICATE_KEYS = ("seed", "replicate")   # record keys pooled over in tables
+FINISHED = ("completed", "diverged")     # runs whose records count
 
 
+# -- reading run folders ---------------------------------------------------------------------------
 class Run:
+    """What a run folder says: status, overrides, config, records, claims."""
+
     def __init__(self, folder: Path):
         self.folder = folder
         self.summary: dict = {}
-        self.status = UNFINISHED
+        self.status = vocab.UNFINISHED
         self.error: Optional[str] = None
-        path = folder / "summary.json"
+        path = folder / vocab.SUMMARY
         if path.exists():
             try:
                 self.summary = json.loads(path.read_text())
                 self.status = self.summary.get("status", "failed")
             except (ValueError, OSError) as exc:
                 self.status, self.error = "failed", f"corrupt summary.json ({exc.__class__.__name__})"
-        elif (folder / "meta.json").exists():
+        elif (folder / vocab.META).exists():
             try:
-                if json.loads((folder / "meta.json").read_text()).get("end"):
+                if json.loads((folder / vocab.META).read_text()).get("end"):
                     self.status, self.error = "failed", "missing summary.json"
             except ValueError:
                 self.status, self.error = "failed", "corrupt meta.json"
         if self.status == "failed" and self.error is None:
             self.error = str(self.summary.get("error", "failed"))
+        if self.status == "interrupted" and self.error is None:
+            self.error = str(self.summary.get("reason", "interrupted"))
         self.overrides = self._overrides()
+        self.config = self._config()
         from_overrides = [o.split("=", 1)[1] for o in self.overrides if o.startswith("experiment=")]
-        self.experiment = self.summary.get("experiment") or self._config_value("experiment") \
+        self.experiment = self.summary.get("experiment") or self.config.get("experiment") \
             or (from_overrides[-1] if from_overrides else "unknown")
-        self.seed = self.summary.get("seed", self._config_value("seed"))
+        self.seed = self.summary.get("seed", self.config.get("seed"))
+        self.meta = self._json(vocab.META)
+        records = self.summary.get("records")
+        self.records = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+        self.record_keys = list(self.summary.get("record_keys") or [])
 
-    def _overrides(self) -> list:
-        path = self.folder / ".hydra" / "overrides.yaml"
+    def _json(self, name: str) -> dict:
         try:
-            return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
-        except (OSError, yaml.YAMLError):
-            return []
+            value = json.loads((self.folder / name).read_text())
+            return value if isinstance(value, dict) else {}
+        except (OSError, ValueError):
+            return {}
 
-    def _config_value(self, key: str):
-        for name in ("config.yaml", ".hydra/config.yaml"):
+    @property
+    def state(self) -> str:
+        """The status, with an unfinished run told apart: running (its process is alive on
+        this host) or killed (no summary and no process: resume it)."""
+        if self.status != vocab.UNFINISHED:
+            return self.status
+        import os
+        import socket
+
+        pid, host = self.meta.get("pid"), self.meta.get("host")
+        if not pid or host != socket.gethostname():
+            return vocab.UNFINISHED if pid else "pending"
+        try:
+            os.kill(int(pid), 0)
+            return vocab.UNFINISHED
+        except ProcessLookupError:
+            return "killed"
+        except (PermissionError, ValueError):
+            return vocab.UNFINISHED
+
+    @property
+    def last_step(self) -> Optional[int]:
+        """The step of the last point in metrics.jsonl (read from the end of the file)."""
+        path = self.folder / vocab.METRICS
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 4096))
+                lines = fh.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
             try:
-                return (yaml.safe_load((self.folder / name).read_text()) or {}).get(key)
-            except (OSError, yaml.YAMLError, AttributeError):
+                return int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
                 continue
         return None
 
-    @property
-    def group(self) -> str:
-        keep = []
+    def _overrides(self) -> list:
+        try:
+            return [str(o) for o in (yaml.safe_load((self.folder / vocab.OVERRIDES).read_text()) or [])]
+        except (OSError, yaml.YAMLError):
+            return []
+
+    def _config(self) -> dict:
+        for name in (vocab.CONFIG, ".hydra/config.yaml"):
+            try:
+                cfg = yaml.safe_load((self.folder / name).read_text())
+                if isinstance(cfg, dict):
+                    return cfg
+            except (OSError, yaml.YAMLError):
+                continue
+        return {}
+
+    def group(self, pool: Iterable[str] = ()) -> str:
+        """The overrides that define this run's study (seed, runtime and pooled keys left out)."""
+        pool, keep = set(pool), []
         for o in self.overrides:
             key = o.lstrip("+~").split("=", 1)[0]
-            if key.split(".")[0].split("/")[0] not in IGNORED:
-                keep.append(o.lstrip("+"))
-        return " ".join(sorted(keep)) or "(defaults)"
+            parts = key.split(".")
+            if parts[0].split("/")[0] in vocab.REPORT_IGNORED or not vocab.defines_result(key):
+                continue
+            if len(parts) >= 2 and parts[0] == self.experiment and ".".join(parts[1:]) in pool:
+                continue
+            keep.append(o.lstrip("+"))
+        return " ".join(sorted(keep))
 
-    @property
-    def collapsed(self) -> bool:
-        return bool(self.summary.get("collapsed", False))
 
-
-def find_runs(paths: Iterable[Path]) -> list[Run]:
-    """Every run folder at or below the given paths (a folder with .hydra/ or summary.json)."""
+def find_runs(paths: Iterable[Path]) -> list:
+    """Every run folder at or below the given paths (a folder with .hydra/, summary.json or
+    meta.json), outside report/ folders."""
     found = {}
     for root in paths:
         root = Path(root)
         candidates = [root] + sorted(p.parent for p in root.rglob(".hydra")) + \
-            sorted(p.parent for p in root.rglob("summary.json"))
+            sorted(p.parent for p in root.rglob(vocab.SUMMARY))
         for folder in candidates:
-            if (folder / ".hydra").is_dir() or (folder / "summary.json").exists() or \
-                    (folder / "meta.json").exists():
-                if "report" not in folder.parts[len(root.parts):]:
+            if (folder / ".hydra").is_dir() or (folder / vocab.SUMMARY).exists() or \
+                    (folder / vocab.META).exists():
+                if vocab.REPORT not in folder.parts[len(root.parts):]:
                     found[folder.resolve()] = folder
     return [Run(f) for f in sorted(found.values())]
 
 
+def experiment_module(name: str):
+    """The experiment's module, or None when it is not registered here."""
+    from quadrun import registry
+
+    path = registry.names().get(name)
+    if path is None:
+        return None
+    try:
+        return importlib.import_module(path)
+    except ImportError as exc:
+        log.warning("experiment %s: module %s does not import (%s)", name, path, exc)
+        return None
+
+
+def experiment_config(module, run: Run):
+    """The experiment's Config dataclass with the run's values (defaults where missing)."""
+    from omegaconf import OmegaConf
+
+    section = run.config.get(run.experiment) or {}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(module.Config), section)
+        return OmegaConf.to_object(merged)
+    except Exception as exc:  # a run folder of another quadrun version
+        log.warning("%s: config does not fit this version's schema (%s); using defaults",
+                    run.folder, str(exc).splitlines()[0])
+        return module.Config()
+
+
+# -- numbers and cells ---------------------------------------------------------------------------
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def stats(values: list) -> dict:
+    """mean, sample std (ddof=1; 0 for one value) and n of the finite numbers."""
+    values = [float(v) for v in values if _is_number(v)]
     n = len(values)
     if n == 0:
         return {"mean": None, "std": None, "n": 0}
@@ -122,231 +217,486 @@ def stats(values: list) -> dict:
     return {"mean": mean, "std": std, "n": n}
 
 
-def fmt(cell: dict) -> str:
-    if not cell or cell["n"] == 0:
+def fmt_number(x) -> str:
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    if isinstance(x, (list, dict)):
+        return json.dumps(x, separators=(",", ":"))
+    return "-" if x is None else str(x)
+
+
+def fmt_cell(cell: dict) -> str:
+    if not cell or cell.get("n", 0) == 0:
         return "-"
-    if cell["n"] == 1:
+    if "true" in cell:                       # a flag: how many of how many
+        return f"{cell['true']}/{cell['n']}"
+    if cell["n"] == 1 or cell["std"] == 0:
         return f"{cell['mean']:.4g}"
     return f"{cell['mean']:.4g} ± {cell['std']:.2g}"
 
 
+# -- tables -------------------------------------------------------------------------------------
 class Table:
-    """Rows of (group key columns, status counts, metric cells)."""
+    """A rendered table: title, header lines (what every row shares), columns, rows.
+    `data` keeps the numbers: [(key values, {column: stats})]."""
 
-    def __init__(self, title: str, keys: list, metrics: list):
-        self.title, self.keys, self.metrics = title, keys, metrics
-        self.rows: list = []  # (key values, counts dict, {metric: stats})
-
-    def header(self) -> list:
-        return self.keys + ["n", "completed", "diverged", "collapsed", "failed", "running"] + self.metrics
-
-    def cells(self) -> list:
-        out = []
-        for key, counts, cells in self.rows:
-            out.append([str(k) for k in key] + [str(counts[c]) for c in
-                       ("n", "completed", "diverged", "collapsed", "failed", "running")]
-                       + [fmt(cells.get(m)) for m in self.metrics])
-        return out
+    def __init__(self, title: str, columns: list, rows: list, header: Optional[list] = None,
+                 keys: int = 1, data: Optional[list] = None):
+        self.title, self.columns, self.rows = title, columns, rows
+        self.header = header or []
+        self.keys = keys                     # leading columns repeated in every wrapped block
+        self.data = data or []
 
     def markdown(self) -> str:
-        head = self.header()
-        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |",
-                 "| " + " | ".join("---" for _ in head) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in self.cells()]
+        lines = [f"### {self.title}", ""] + [f"{h}  " for h in self.header]
+        if self.header:
+            lines.append("")
+        lines += ["| " + " | ".join(self.columns) + " |",
+                  "| " + " | ".join("---" for _ in self.columns) + " |"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        def esc(s: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                         ("#", r"\#"), ("±", r"$\pm$")):
-                s = s.replace(a, b)
-            return s
-
-        head = self.header()
-        lines = [f"% {esc(self.title)}", r"\begin{tabular}{" + "l" * len(head) + "}", r"\hline",
-                 " & ".join(esc(h) for h in head) + r" \\", r"\hline"]
-        lines += [" & ".join(esc(c) for c in row) + r" \\" for row in self.cells()]
+        lines = [f"% {_tex(self.title)}"] + [f"% {_tex(h)}" for h in self.header]
+        lines += [r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\hline",
+                  " & ".join(_tex(h) for h in self.columns) + r" \\", r"\hline"]
+        lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in self.rows]
         lines += [r"\hline", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
 
+    def blocks(self, width: int) -> list:
+        """Column index lists, each fitting `width` characters (key columns in every one)."""
+        def w(i):
+            return max([len(self.columns[i])] + [len(r[i]) for r in self.rows]) + 3
 
-def _counts(runs: list) -> dict:
-    c = {"n": len(runs), "completed": 0, "diverged": 0, "collapsed": 0, "failed": 0, "running": 0}
+        keys = list(range(min(self.keys, len(self.columns))))
+        base = sum(w(i) for i in keys) + 1
+        out, current, used = [], [], base
+        for i in range(len(keys), len(self.columns)):
+            if current and used + w(i) > width:
+                out.append(keys + current)
+                current, used = [], base
+            current.append(i)
+            used += w(i)
+        if current or not out:
+            out.append(keys + current)
+        return out
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                 ("#", r"\#"), ("±", r"$\pm$"), ("^", r"\^{}"), ("<=", r"$\le$"), (">=", r"$\ge$")):
+        s = s.replace(a, b)
+    return s
+
+
+def _aggregate(values: list) -> dict:
+    flags = [v for v in values if isinstance(v, bool)]
+    if flags and len(flags) == len([v for v in values if v is not None]):
+        return {"true": sum(flags), "n": len(flags)}
+    return stats(values)
+
+
+def records_table(title: str, rows_in: list, keys: list) -> Table:
+    """`rows_in`: [(group, record)]. One row per (group, key values), numbers pooled."""
+    records = [r for _, r in rows_in]
+    skip = set(keys) | set(REPLICATE_KEYS) | {"part", "status"}
+    metrics = []
+    for r in records:
+        for k, v in r.items():
+            if k not in skip and k not in metrics and (_is_number(v) or isinstance(v, bool)):
+                metrics.append(k)
+    statuses = sorted({str(r.get("status")) for r in records
+                       if r.get("status") not in (None, "completed")})
+    multi_group = len({g for g, _ in rows_in}) > 1   # else the group is the table's header
+    grouped: dict = defaultdict(list)
+    for group, r in rows_in:
+        key = ((group,) if multi_group else ()) + tuple(fmt_number(r.get(k)) for k in keys)
+        grouped[key].append(r)
+    key_names = (["group"] if multi_group else []) + list(keys)
+    columns = key_names + ["count"] + statuses + metrics
+    rows, data = [], []
+    for key in sorted(grouped, key=lambda k: tuple(_sort_key(x) for x in k)):
+        members = grouped[key]
+        cells = {m: _aggregate([r.get(m) for r in members]) for m in metrics}
+        counts = [str(sum(str(r.get("status")) == s for r in members)) for s in statuses]
+        rows.append(list(key) + [str(len(members))] + counts + [fmt_cell(cells[m]) for m in metrics])
+        data.append((key, cells))
+    return _simplify(Table(title, columns, rows, keys=len(key_names), data=data))
+
+
+def _sort_key(x: str):
+    try:
+        return (0, float(x), "")
+    except ValueError:
+        return (1, 0.0, x)
+
+
+def _simplify(table: Table) -> Table:
+    """Constant columns -> header lines, a column equal to another -> a header line saying
+    so, one row -> transposed."""
+    if len(table.rows) == 1:
+        row = table.rows[0]
+        keep = [(c, v) for c, v in zip(table.columns, row) if v != "-"]
+        return Table(table.title, ["field", "value"], [[c, v] for c, v in keep],
+                     header=table.header, keys=1, data=table.data)
+    columns, rows = list(table.columns), [list(r) for r in table.rows]
+    header, drop = list(table.header), set()
+    seen = {}
+    for i, name in enumerate(columns):
+        values = tuple(r[i] for r in rows)
+        if len(set(values)) == 1:
+            if values[0] != "-":
+                header.append(f"{name}: {values[0]}")
+            drop.add(i)
+        elif values in seen:
+            header.append(f"{name} = {columns[seen[values]]} in every row")
+            drop.add(i)
+        else:
+            seen[values] = i
+    if len(drop) == len(columns):
+        drop = set()
+    keep = [i for i in range(len(columns)) if i not in drop]
+    nkeys = sum(1 for i in keep if i < table.keys) or 1
+    return Table(table.title, [columns[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                 header=header, keys=nkeys, data=table.data)
+
+
+def claims_table(title: str, claims: list) -> Table:
+    rows = [[c.get("group", ""), c["id"], c["verdict"], c["statement"], c["measured"], c["target"],
+             c["why"], c["source"]] for c in claims]
+    columns = ["group", "claim", "verdict", "statement", "measured", "target", "why", "source"]
+    if not any(r[0] for r in rows):
+        columns, rows = columns[1:], [r[1:] for r in rows]
+    return Table(title, columns, rows, keys=1)
+
+
+# -- the report ------------------------------------------------------------------------------------
+class Study:
+    """One experiment's group of runs: pooled records, their claims and figures."""
+
+    def __init__(self, experiment: str, group: str, runs: list, module, label: bool = True):
+        self.experiment, self.group, self.runs, self.module = experiment, group, runs, module
+        self.label = label            # several groups: each claim says which it belongs to
+        self.error: Optional[str] = None   # why the claims could not be decided
+        finished = [r for r in runs if r.status in FINISHED]
+        self.records = [rec for r in finished for rec in r.records]
+        self.keys = []
+        for r in finished:
+            self.keys += [k for k in r.record_keys if k not in self.keys]
+        self.cfg = experiment_config(module, finished[0]) if (module and finished) else None
+        self.claims = self._claims()
+
+    def _claims(self) -> list:
+        fn = getattr(self.module, "claims", None)
+        if fn is None or self.cfg is None:
+            return []
+        try:
+            found = list(fn(self.records, self.cfg))
+        except Exception as exc:  # records of another version, say: the tables still render
+            log.warning("%s claims%s could not be decided: %s: %s", self.experiment,
+                        f" ({self.group})" if self.group else "", type(exc).__name__, exc)
+            self.error = f"{type(exc).__name__}: {exc}"
+            return []
+        return [{**c, "group": self.group} if self.group and self.label else dict(c)
+                for c in found]
+
+
+def studies(runs: list) -> list:
+    by_exp = defaultdict(list)
     for r in runs:
-        key = {"completed": "completed", "diverged": "diverged", UNFINISHED: "running"}.get(
-            r.status, "failed")
-        c[key] += 1
-        c["collapsed"] += r.collapsed
-    return c
+        by_exp[r.experiment].append(r)
+    out = []
+    for exp in sorted(by_exp):
+        module = experiment_module(exp)
+        pool = tuple(getattr(module, "POOL", ()))
+        groups = defaultdict(list)
+        for r in by_exp[exp]:
+            groups[r.group(pool)].append(r)
+        out += [Study(exp, g, groups[g], module, label=len(groups) > 1) for g in sorted(groups)]
+    return out
 
 
-def scalar_table(experiment: str, runs: list) -> Table:
-    """One row per override group: mean ± std of every numeric summary value."""
-    groups = defaultdict(list)
+def _status_line(runs: list) -> str:
+    counts = defaultdict(int)
     for r in runs:
-        groups[r.group].append(r)
-    metrics = sorted({k for r in runs for k, v in r.summary.items()
-                      if _is_number(v) and k not in NOT_METRICS})
-    table = Table(f"{experiment}: runs", ["group"], metrics)
-    for group in sorted(groups):
-        members = groups[group]
-        done = [r for r in members if r.status == "completed"]
-        cells = {m: stats([r.summary[m] for r in done if _is_number(r.summary.get(m))])
-                 for m in metrics}
-        table.rows.append(([group], _counts(members), cells))
-    return table
+        counts[r.status] += 1
+    order = list(vocab.STATUSES) + [vocab.UNFINISHED]
+    parts = [f"{counts[s]} {s}" for s in order if counts[s]]
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(parts)
 
 
-def record_tables(experiment: str, runs: list) -> list:
-    """One table per list-of-records summary entry, grouped by (override group, record key)."""
+def _tables(exp: str, group_studies: list) -> list:
+    """The record tables of one experiment, over all its groups."""
+    rows = [(s.group, rec) for s in group_studies for rec in s.records]
+    if not rows:
+        return []
+    keys = []
+    for s in group_studies:
+        keys += [k for k in s.keys if k not in keys]
+    keys = [k for k in keys if k not in REPLICATE_KEYS and k != "part"]
+    parts = list(dict.fromkeys(str(r.get("part")) for _, r in rows if "part" in r))
+    if not parts:
+        return [records_table(f"{exp}: records", rows, keys)]
     tables = []
-    names = sorted({k for r in runs for k, v in r.summary.items()
-                    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)})
-    for name in names:
-        records = [(r, rec) for r in runs if r.status == "completed"
-                   for rec in r.summary.get(name, [])]
-        if not records:
-            continue
-        keys = list(RECORD_KEYS.get(name, ())) or sorted(
-            {k for _, rec in records for k, v in rec.items() if not _is_number(v) or isinstance(v, int)})
-        keys = [k for k in keys if k not in NOT_METRICS]
-        metrics = sorted({k for _, rec in records for k, v in rec.items()
-                          if k not in keys and k not in NOT_METRICS and
-                          (_is_number(v) or isinstance(v, bool))})
-        cells = defaultdict(lambda: defaultdict(list))
-        members = defaultdict(set)
-        for r, rec in records:
-            key = (r.group,) + tuple(json.dumps(rec.get(k)) if isinstance(rec.get(k), list)
-                                     else rec.get(k) for k in keys)
-            members[key].add(r.folder)
-            for m in metrics:
-                v = rec.get(m)
-                if isinstance(v, bool):
-                    v = float(v)
-                if _is_number(v):
-                    cells[key][m].append(float(v))
-        table = Table(f"{experiment}: {name}", ["group"] + keys, metrics)
-        for key in sorted(members, key=lambda k: tuple(str(x) for x in k)):
-            runs_in = [r for r in runs if r.folder in members[key]]
-            table.rows.append((list(key), _counts(runs_in),
-                               {m: stats(cells[key][m]) for m in metrics}))
-        tables.append(table)
+    for part in parts:
+        mine = [(g, r) for g, r in rows if str(r.get("part")) == part]
+        used = [k for k in keys if any(k in r for _, r in mine)]
+        tables.append(records_table(f"{exp}: {part}", mine, used))
     return tables
 
 
-def plot_tables(tables: list, out: Path) -> list:
+def _write_csv(path: Path, runs: list, group_of: dict) -> None:
+    fields = []
+    for r in runs:
+        for rec in r.records:
+            fields += [k for k in rec if k not in fields]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["folder", "experiment", "group", "run_seed", "run_status", "error"] + fields)
+        for r in runs:
+            base = [str(r.folder), r.experiment, group_of.get(r.folder, ""), r.seed, r.status,
+                    r.error or ""]
+            for rec in (r.records or [{}]):
+                w.writerow(base + [fmt_number(rec[k]) if isinstance(rec.get(k), (list, dict))
+                                   else ("" if rec.get(k) is None else rec.get(k)) for k in fields])
+
+
+def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = None,
+          quiet: bool = False) -> dict:
+    """Write the report for the runs under `paths` into `out` (default <first PATH>/report),
+    figures into `figures` (default: `out`); return {"runs", "studies", "claims",
+    "tables", "out", "figures"}."""
+    runs = find_runs(paths)
+    out = Path(out) if out else Path(paths[0]) / vocab.REPORT
+    out.mkdir(parents=True, exist_ok=True)
+    figures = Path(figures) if figures else out
+    all_studies = studies(runs)
+    group_of = {r.folder: s.group for s in all_studies for r in s.runs}
+    claims, tables, made = [], [], []
+    by_exp = defaultdict(list)
+    for s in all_studies:
+        by_exp[s.experiment].append(s)
+    for exp, group_studies in by_exp.items():
+        exp_claims = [c for s in group_studies for c in s.claims]
+        if exp_claims:
+            claims.append((exp, exp_claims))
+        tables += _tables(exp, group_studies)
+        for s in group_studies:
+            made += _figures(s, figures)
+    claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
+    problems = [r for r in runs if r.status != "completed"]
+    md = [f"{_status_line(runs)}\n"] + [t.markdown() for t in claim_tables + tables]
+    undecided = [s for s in all_studies if s.error]
+    if undecided:
+        md.append("### Claims not decided\n\n" + "".join(
+            f"- {s.experiment}{' (' + s.group + ')' if s.group else ''}: {s.error}\n"
+            for s in undecided))
+    if problems:
+        md.append("### Runs not completed\n\n" + "".join(
+            f"- `{r.folder}`: {r.status}{': ' + r.error if r.error else ''}\n" for r in problems))
+    (out / "table.md").write_text("\n".join(md))
+    (out / "table.tex").write_text("\n".join(t.latex() for t in claim_tables + tables))
+    (out / "claims.json").write_text(json.dumps(
+        [{"experiment": exp, **c} for exp, cs in claims for c in cs], indent=2, default=str) + "\n")
+    _write_csv(out / "results.csv", runs, group_of)
+    result = {"runs": runs, "studies": all_studies, "claims": [c for _, cs in claims for c in cs],
+              "claim_tables": claim_tables, "tables": tables, "out": out, "figures": made}
+    if not quiet:
+        print_report(result)
+    return result
+
+
+def _figures(study: Study, folder: Path) -> list:
+    fn = getattr(study.module, "figures", None)
+    if fn is None or study.cfg is None or not study.records:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    for table in tables:
-        if not table.metrics or not table.rows:
-            continue
-        numeric_key = next((i for i, k in enumerate(table.keys)
-                            if k != "group" and all(_is_number(row[0][i]) for row in table.rows)), None)
-        shown = table.metrics[:4]
-        fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.6), squeeze=False)
-        for ax, metric in zip(axes[0], shown):
-            if numeric_key is not None:  # a line per combination of the other keys
-                lines = defaultdict(list)
-                for key, _, cells in table.rows:
-                    c = cells.get(metric)
-                    if c and c["n"]:
-                        label = " ".join(str(k) for i, k in enumerate(key) if i != numeric_key)
-                        lines[label].append((key[numeric_key], c["mean"], c["std"]))
-                for label, pts in sorted(lines.items()):
-                    pts.sort()
-                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
-                                yerr=[p[2] for p in pts], marker="o", capsize=2, label=label[:40])
-                ax.set_xlabel(table.keys[numeric_key])
-                positive = [p[1] for pts in lines.values() for p in pts]
-                if positive and min(positive) > 0 and max(positive) / min(positive) > 100:
-                    ax.set_yscale("log")
-                if len(table.rows) > 1 and all(row[0][numeric_key] > 0 for row in table.rows):
-                    ax.set_xscale("log")
-                if len(lines) <= 12:
-                    ax.legend(fontsize=6)
-            else:
-                labels = [" ".join(str(k) for k in key)[:30] for key, _, _ in table.rows]
-                means = [(cells.get(metric) or {}).get("mean") or 0.0 for _, _, cells in table.rows]
-                stds = [(cells.get(metric) or {}).get("std") or 0.0 for _, _, cells in table.rows]
-                ax.bar(range(len(labels)), means, yerr=stds, capsize=2)
-                ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=6)
-            ax.set_title(metric, fontsize=9)
-        fig.suptitle(table.title, fontsize=10)
-        name = "".join(c if c.isalnum() else "_" for c in table.title).strip("_") + ".png"
-        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+    made = []
+    suffix = "".join(c if c.isalnum() or c in "=-_." else "_" for c in study.group) \
+        if study.label else ""
+
+    def save(fig, name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (f"{name}_{suffix}.png" if suffix else f"{name}.png")
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
-        paths.append(out / name)
-    return paths
+        made.append(path)
+        return path
+
+    fn(study.records, study.cfg, save)
+    return made
 
 
-def build(paths: list, out: Optional[Path] = None, quiet: bool = False) -> dict:
-    """Write the report for the runs under `paths`; return {"runs", "tables", "out"}."""
-    runs = find_runs(paths)
-    out = Path(out) if out else Path(paths[0]) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    by_exp = defaultdict(list)
-    for r in runs:
-        by_exp[r.experiment].append(r)
-    tables = []
-    for exp in sorted(by_exp):
-        tables.append(scalar_table(exp, by_exp[exp]))
-        tables.extend(record_tables(exp, by_exp[exp]))
-
-    scalar_keys = sorted({k for r in runs for k, v in r.summary.items() if _is_number(v)})
-    with open(out / "results.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["folder", "experiment", "group", "seed", "status", "collapsed", "error"] + scalar_keys)
-        for r in runs:
-            w.writerow([str(r.folder), r.experiment, r.group, r.seed, r.status, r.collapsed,
-                        r.error or ""] + [r.summary.get(k, "") for k in scalar_keys])
-
-    problems = [r for r in runs if r.status != "completed" or r.collapsed]
-    md = "\n".join(t.markdown() for t in tables)
-    if problems:
-        md += "\n### Runs not counted as completed, or collapsed\n\n"
-        md += "".join(f"- `{r.folder}`: {r.status}{' (collapsed)' if r.collapsed else ''}"
-                      f"{': ' + r.error if r.error else ''}\n" for r in problems)
-    (out / "table.md").write_text(md)
-    (out / "table.tex").write_text("\n".join(t.latex() for t in tables))
-    figures = plot_tables(tables, out)
-    if not quiet:
-        _print(tables, problems, out, len(runs))
-    return {"runs": runs, "tables": tables, "out": out, "figures": figures}
+# -- printing --------------------------------------------------------------------------------------
+VERDICT_STYLE = {"holds": "bold green", "fails": "bold red", "inconclusive": "yellow",
+                 "not_measured": "dim"}
 
 
-def _print(tables: list, problems: list, out: Path, n: int) -> None:
+def print_claims(claims: list, console=None, title: str = "Claims") -> None:
+    """The claims as a two-column table (verdict | claim, measured, target, why)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console()
-    for t in tables:
-        rt = RichTable(title=t.title)
-        for h in t.header():
-            rt.add_column(h, overflow="fold")
-        for row in t.cells():
-            rt.add_row(*row)
+    console = console or Console()
+    if not claims:
+        return
+    rt = RichTable(title=title, show_lines=True, expand=False)
+    rt.add_column("verdict", no_wrap=True)
+    rt.add_column("claim", overflow="fold")
+    for c in claims:
+        text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}: "
+                f"{c['statement']}\nmeasured: {c['measured']}\ntarget: {c['target']}\n"
+                f"why: {c['why']}")
+        rt.add_row(f"[{VERDICT_STYLE.get(c['verdict'], '')}]{c['verdict']}[/]", text)
+    console.print(rt)
+
+
+def print_table(table: Table, console) -> None:
+    from rich.table import Table as RichTable
+
+    blocks = table.blocks(console.width)
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1          # the header lines once, under the last block
+        rt = RichTable(title=table.title if i == 0 else None,
+                       caption=("\n".join(table.header) or None) if last else None,
+                       caption_justify="left")
+        for i in block:
+            rt.add_column(table.columns[i], overflow="fold")
+        for row in table.rows:
+            rt.add_row(*[row[i] for i in block])
         console.print(rt)
-    for r in problems:
-        console.print(f"[yellow]{r.status}[/]{' (collapsed)' if r.collapsed else ''}: {r.folder}"
-                      f"{': ' + r.error if r.error else ''}")
-    console.print(f"{n} runs; report written to {out}")
+
+
+def print_report(result: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    for exp in dict.fromkeys(s.experiment for s in result["studies"]):
+        print_claims([c for s in result["studies"] if s.experiment == exp for c in s.claims],
+                     console, title=f"Claims: {exp}")
+    for t in result["tables"]:
+        print_table(t, console)
+    for r in result["runs"]:
+        if r.status != "completed":
+            console.print(f"[yellow]{r.status}[/]: {r.folder}{': ' + r.error if r.error else ''}",
+                          markup=True, highlight=False)
+    console.print(f"{_status_line(result['runs'])}; report written to {result['out']}",
+                  highlight=False)
+
+
+def recent_runs(root: Path, experiment: Optional[str] = None, limit: int = 20) -> list:
+    """The newest run folders under `root` (./outputs), of one experiment or all."""
+    folders = []
+    for exp_dir in sorted(Path(root).glob("*")):
+        if not exp_dir.is_dir() or (experiment and exp_dir.name != experiment):
+            continue
+        folders += [p for p in exp_dir.glob("*") if (p / ".hydra").is_dir()]
+        folders += [p for p in exp_dir.glob("multirun/*/*") if (p / ".hydra").is_dir()]
+    runs = [Run(f) for f in folders]
+    runs.sort(key=lambda r: (r.meta.get("start") or "", str(r.folder)), reverse=True)
+    return runs[:limit]
+
+
+def print_runs(runs: list) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title="recent runs (newest first)")
+    for name in ("folder", "state", "step", "started", "overrides"):
+        rt.add_column(name, overflow="fold")
+    for r in runs:
+        step = r.last_step
+        rt.add_row(str(r.folder), r.state, "-" if step is None else str(step),
+                   (r.meta.get("start") or "-")[:19].replace("T", " "),
+                   " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)")
+    Console().print(rt)
+    if any(r.state in ("killed", "interrupted") for r in runs):
+        print("continue a killed or interrupted run with: quadrun resume=<folder>")
+
+
+def sweep_status(sweep_dir: Path) -> list:
+    """[(job folder, state, last step, overrides)] of every job of a sweep, pending ones too
+    (from the sweep's multirun.yaml). Reads files only: the jobs are not disturbed."""
+    from quadrun import sweeps
+
+    expected = sweeps.expected_jobs(sweep_dir)
+    known = {str(folder) for folder, _ in expected}
+    found = [p for p in sorted(Path(sweep_dir).iterdir()) if (p / ".hydra").is_dir()
+             and str(p) not in known] if Path(sweep_dir).is_dir() else []
+    rows = []
+    for folder, overrides in expected + [(p, Run(p).overrides) for p in found]:
+        if not (folder / ".hydra").is_dir() and not (folder / vocab.META).exists():
+            rows.append((folder, "pending", None, overrides))
+            continue
+        run = Run(folder)
+        rows.append((folder, run.state, run.last_step, overrides))
+    return rows
+
+
+def print_status(sweep_dir: Path, rows: list) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title=f"sweep {sweep_dir}")
+    for name in ("job (its overrides)", "state", "step"):
+        rt.add_column(name, overflow="fold")
+    counts: dict = {}
+    for folder, state, step, _ in rows:
+        counts[state] = counts.get(state, 0) + 1
+        rt.add_row(folder.name, state, "-" if step is None else str(step))
+    console = Console()
+    console.print(rt)
+    console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                  highlight=False)
 
 
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(prog="quadrun-report", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders")
+    parser.add_argument("paths", nargs="*", type=Path, help="run or sweep folders")
     parser.add_argument("--out", type=Path, help="report folder (default: <first PATH>/report)")
+    parser.add_argument("--runs", nargs="?", const="", metavar="EXPERIMENT",
+                        help="list recent runs under ./outputs (of one experiment) and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="show the state of every job of the given sweep folders and exit")
     args = parser.parse_args(argv)
+    if args.status:
+        for sweep in args.paths:
+            from quadrun.sweeps import is_sweep
+
+            if not is_sweep(sweep):
+                print(f"quadrun-report: error: --status: {sweep} is not a sweep folder",
+                      file=sys.stderr)
+                sys.exit(2)
+            print_status(sweep, sweep_status(sweep))
+        return
+    if args.runs is not None:
+        runs = recent_runs(Path("outputs"), args.runs or None)
+        if not runs:
+            print(f"quadrun-report: error: --runs: no runs under outputs/{args.runs}", file=sys.stderr)
+            sys.exit(2)
+        print_runs(runs)
+        return
+    if not args.paths:
+        parser.error("give run or sweep folders, or --runs")
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         print(f"quadrun-report: error: paths: {missing[0]} does not exist", file=sys.stderr)
         sys.exit(2)
-    result = build(args.paths, args.out)
-    if not result["runs"]:
+    if not find_runs(args.paths):
         print(f"quadrun-report: error: paths: no run folders under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         sys.exit(2)
+    build(args.paths, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,20 +1,23 @@
-"""run(cfg): validate, pick the device, seed, open the run folder, dispatch, write the summary."""
+"""run(cfg): validate, pick the device, seed, open the run folder, measure every cell,
+decide the claims, write the summary and the run's report.
+
+The loop over cells lives here, not in the experiments: an experiment says what it
+measures (`cells(c)`), how to measure one cell (`measure(c, cell, ctx) -> record`) and what
+its paper claims (`claims(records, c)`); see quadrun/registry.py.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import traceback
 from pathlib import Path
 from typing import Optional
 
-import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from quadrun import registry
-from quadrun.artifacts import CheckpointError, RunContext
-from quadrun.devices import pick_device, seed_everything
+from quadrun import registry, vocab
 from quadrun.schema import ConfigError, validate
-from quadrun.training import Interrupted
 
 log = logging.getLogger("quadrun")
 
@@ -35,22 +38,99 @@ def _output_dir() -> Optional[Path]:
     return None
 
 
+def section(cfg: DictConfig, name: str):
+    """The experiment's section as its Config dataclass (plain attributes)."""
+    return OmegaConf.to_object(cfg[name])
+
+
+def cell_key(cell: dict) -> str:
+    """A cell's stable key, e.g. "learner=layerwise/d=8/seed=1000"."""
+    def text(v):
+        return json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else str(v)
+    return "/".join(f"{k}={text(v)}" for k, v in cell.items()) or "run"
+
+
+def record_keys(cells: list) -> list:
+    keys: list = []
+    for cell in cells:
+        keys += [k for k in cell if k not in keys]
+    return keys
+
+
+def measure_cells(exp, c, ctx, cells: list) -> list:
+    """Measure every cell in order; a finished cell is a stage, so a resumed run skips it.
+    The record of a cell is the cell's own fields followed by what `measure` returned."""
+    from quadrun.training import Interrupted
+
+    keys = [cell_key(cell) for cell in cells]
+    if len(set(keys)) != len(keys):
+        raise RuntimeError(f"{exp.__name__}.cells: two cells share a key")
+    records = []
+    for i, (cell, key) in enumerate(zip(cells, keys), 1):
+        if ctx.stop_requested:
+            raise Interrupted(f"stopped before cell {i}/{len(cells)} ({key}); finished cells are kept")
+        ctx.label = f"[{i}/{len(cells)}]" if len(cells) > 1 else ""
+        if len(cells) > 1:
+            log.info("cell %d/%d: %s", i, len(cells), key)
+        records.append(ctx.stage(key, lambda: {**cell, **exp.measure(c, cell, ctx)}))
+    ctx.label = ""
+    return records
+
+
+def conclude(exp, c, records: list, keys: list) -> dict:
+    """The summary: records, record_keys, the experiment's derived results, claims."""
+    derived = dict(exp.summarize(records, c)) if hasattr(exp, "summarize") else {}
+    claims = list(exp.claims(records, c)) if hasattr(exp, "claims") else []
+    return {**derived, "records": records, "record_keys": keys, "claims": claims}
+
+
+def write_report(run_dir: Path, quiet: bool = False) -> None:
+    """The run's own report/ (and its figures in plots/), through quadrun-report's code."""
+    from quadrun import report
+
+    try:
+        result = report.build([run_dir], out=run_dir / vocab.REPORT,
+                              figures=run_dir / vocab.PLOTS, quiet=True)
+    except Exception:  # the summary is written; a report bug must not lose the run
+        log.error("could not write the report:\n%s", traceback.format_exc())
+        return
+    if not quiet:
+        report.print_claims(result["claims"])
+        log.info("report: %s", run_dir / vocab.REPORT / "table.md")
+
+
+def _to_log_file(text: str) -> None:
+    """A traceback for the run's log file only (the terminal gets the one-line error)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    handlers = [h for h in logging.getLogger().handlers + log.handlers
+                if isinstance(h, logging.FileHandler)]
+    for h in handlers:
+        h.handle(record)
+    if not handlers:
+        log.error("%s", text)
+
+
 def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     """Run one experiment into `run_dir` (Hydra's output dir by default) and return its
     summary. Raises ConfigError for bad input, Interrupted when stopped by a signal
     (checkpoint saved), RunFailed when the experiment raised (summary status failed)."""
+    from quadrun.artifacts import CheckpointError, RunContext
+    from quadrun.devices import make_runtime
+    from quadrun.training import Interrupted
+
     experiments = registry.load_all()
     validate(cfg, experiments)
     run_dir = Path(run_dir) if run_dir is not None else _output_dir()
     if run_dir is None:
         raise ConfigError("run_dir: no run folder; call run(cfg, run_dir) outside Hydra")
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed, cfg.deterministic)
-    ctx = RunContext(run_dir, cfg, device)
+    exp = experiments[cfg.experiment]
+    c = section(cfg, cfg.experiment)
+    runtime = make_runtime(cfg)
+    ctx = RunContext(run_dir, cfg, runtime)
     ctx.start()
-    log.info("run %s: experiment=%s scale=%s device=%s", run_dir, cfg.experiment, cfg.scale, device)
+    log.info("run %s: experiment=%s scale=%s device=%s", run_dir, cfg.experiment, cfg.scale,
+             runtime.device)
+    log.info("to continue this run after a stop, kill or crash: quadrun resume=%s", run_dir)
 
     def request_stop(signum, _frame):
         log.warning("signal %s received: checkpointing and stopping", signal.Signals(signum).name)
@@ -59,15 +139,20 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
 
     previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
-        summary = dict(experiments[cfg.experiment].run(cfg[cfg.experiment], ctx) or {})
+        cells = list(exp.cells(c))
+        records = measure_cells(exp, c, ctx, cells)
+        summary = conclude(exp, c, records, record_keys(cells))
         status = summary.pop("status", "completed")
         ctx.finish(status, summary)
         log.info("run %s: %s", run_dir, status)
+        write_report(run_dir)
         return {"status": status, **summary}
     except Interrupted as exc:
         ctx.finish("interrupted", {"reason": str(exc)})
         chained = previous.get(ctx.stop_signal)
-        if callable(chained):  # the handler that was there before ours, e.g. submitit's requeue
+        if callable(chained) and chained is not signal.default_int_handler:
+            # the handler that was there before ours, e.g. submitit's requeue (never
+            # Python's Ctrl-C handler: it would turn the clean stop into a traceback)
             signal.signal(ctx.stop_signal, chained)
             chained(ctx.stop_signal, None)
         raise
@@ -75,10 +160,14 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         ctx.finish("failed", {"error": str(exc)})
         raise
     except Exception as exc:
-        log.error("run failed:\n%s", traceback.format_exc())
+        _to_log_file(f"run failed:\n{traceback.format_exc()}")
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ctx.finish("failed", {"error": message})
-        raise RunFailed(f"run failed: {message} (traceback in {run_dir}/quadrun.log)") from exc
+        raise RunFailed(f"run failed: {message} (traceback in {run_dir}/{vocab.LOG})") from exc
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # after a stop the process only saves and exits: a second Ctrl-C must not
+            # turn that into a KeyboardInterrupt traceback
+            stopping = ctx.stop_requested and handler is signal.default_int_handler
+            signal.signal(s, signal.SIG_IGN if stopping else handler)
+        ctx.close()

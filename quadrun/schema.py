@@ -33,7 +33,9 @@ def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=
 
 @dataclass
 class TrainConfig:
-    """The one training loop's settings (quadrun.training.fit)."""
+    """The one training loop's settings (quadrun.training.fit). Each training of an
+    experiment has its own, inside the experiment's section (e.g. `relinear.train`), with
+    the experiment's defaults: `train: TrainConfig = train_config(optimizer="adam", ...)`."""
     epochs: int = spec(10, ge=1, le=1_000_000)
     batch_size: int = spec(128, ge=1, le=1_048_576)
     optimizer: str = spec("sgd", choices=["sgd", "adam", "adamw"])
@@ -50,6 +52,26 @@ class TrainConfig:
     checkpoint_every: int = spec(0, ge=0, le=10**9, help="steps between checkpoints; 0: each epoch end")
 
 
+def train_config(**defaults) -> Any:
+    """A TrainConfig field of an experiment's Config, with that training's own defaults."""
+    unknown = set(defaults) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"train_config: unknown TrainConfig fields {sorted(unknown)}")
+    return field(default_factory=lambda: TrainConfig(**copy.deepcopy(defaults)))
+
+
+@dataclass
+class SweepConfig:
+    """How the jobs of a sweep behave (quadrun/sweeps.py); none of it defines a result."""
+    retries: int = spec(0, ge=0, le=100, help="times a failed job is run again when the sweep "
+                                              "is launched again")
+    fail_fast: bool = spec(False, help="after the first failed job, start no more")
+    jobs_per_device: int = spec(0, ge=0, le=64, help="jobs at once per GPU (CPU: processes "
+                                                     "sharing the cores); 0: no packing")
+    objective: Optional[str] = spec(None, help="summary key a search sweeper (optuna) "
+                                               "optimises, e.g. test/acc")
+
+
 @dataclass
 class BaseConfig:
     experiment: str = "relinear"
@@ -62,10 +84,11 @@ class BaseConfig:
     cuda_graphs: bool = True
     deterministic: bool = False
     threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
-    logger: str = spec("none", choices=["none", "tensorboard"])
+    logger: str = spec("none", choices=["none", "tensorboard", "mlflow"],
+                       help="a tracker beside the run folder (quadrun/tracking.py)")
     resume: Optional[str] = None
     data_dir: str = "data"
-    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def root_schema(experiments: dict) -> type:
@@ -75,10 +98,30 @@ def root_schema(experiments: dict) -> type:
 
 
 def register(experiments: dict) -> type:
+    """The root schema, and one `experiment=<name>` and `scale=<name>` option for each
+    experiment and scale (so an experiment needs no YAML file)."""
     from hydra.core.config_store import ConfigStore
 
+    store = ConfigStore.instance()
     schema = root_schema(experiments)
-    ConfigStore.instance().store(name="quadrun_schema", node=schema)
+    store.store(name="quadrun_schema", node=schema)
+    for name in experiments:
+        store.store(group="experiment", name=name, package="_global_",
+                    node={"experiment": name, name: {}})
+    for name in SCALES:
+        store.store(group="scale", name=name, package="_global_", node={"scale": name})
+    from hydra.core.plugins import Plugins
+
+    # Hydra finds plugins by listing the hydra_plugins namespace, which an editable install
+    # (PEP 660) hides: register the sweeper by hand, as Hydra's Plugins.register allows,
+    # after Hydra's own scan (which re-imports the basic sweeper it subclasses)
+    plugins = Plugins.instance()
+    from hydra_plugins.quadrun_sweeper import QuadrunSweeper
+
+    plugins.register(QuadrunSweeper)
+    store.store(group="hydra/sweeper", name="quadrun", provider="quadrun",
+                node={"_target_": "hydra_plugins.quadrun_sweeper.QuadrunSweeper", "max_batch_size": None,
+                      "params": None})
     return schema
 
 
@@ -123,11 +166,58 @@ def _check_field(key: str, value: Any, meta: dict) -> None:
                 raise ConfigError(f"{key}: {v} is out of range; must be {allowed}")
 
 
-def _walk(node: DictConfig, cls: type, prefix: str) -> None:
+def all_keys(cls: type, prefix: str = "") -> list:
+    """Every dotted key of a config dataclass, nested sections included."""
+    out = []
+    for f in fields(cls):
+        out.append(prefix + f.name)
+        sub = _dataclass_of(f.type) if not isinstance(f.type, str) else None
+        if sub is None and isinstance(f.type, str) and f.default_factory is not MISSING:
+            value = f.default_factory()
+            sub = type(value) if is_dataclass(value) else None
+        if sub is not None:
+            out += all_keys(sub, prefix + f.name + ".")
+    return out
+
+
+def unknown_key(key: str, experiments: dict, experiment: Optional[str] = None) -> str:
+    """`key: unknown key; did you mean ...? allowed here: ...` for a dotted key: the valid
+    keys of its section, the closest matches to what was typed first."""
+    import difflib
+
+    root = root_schema(experiments)
+    known = all_keys(BaseConfig)
+    for name, mod in experiments.items():
+        known += [name] + all_keys(mod.Config, name + ".")
+    parent, _, leaf = key.rpartition(".")
+    while parent and parent not in known:           # the nearest section that exists
+        parent = parent.rpartition(".")[0]
+    leaf = key[len(parent) + 1:] if parent else key
+    section = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent
+                     and (parent or k not in experiments or k == experiment)) \
+        or sorted(f.name for f in fields(root))
+
+    def score(candidate: str) -> float:
+        # "train.epoch" is close to "relinear.train.epochs": compare without the section too
+        tails = [candidate] + [candidate.split(".", i)[-1] for i in range(1, candidate.count(".") + 1)]
+        return max(difflib.SequenceMatcher(None, key, t).ratio() for t in tails)
+
+    pool = [k for k in known if (experiment is None or k.split(".")[0] not in experiments
+                                 or k.split(".")[0] == experiment)
+            and not key.startswith(k + ".")]
+    close = sorted((k for k in pool if score(k) >= 0.75), key=lambda k: (-score(k), k))[:3]
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    near = difflib.get_close_matches(leaf, section, n=len(section), cutoff=0.0)
+    return f"{key}: unknown key; {hint}allowed {'in ' + parent if parent else 'here'}: " + \
+        ", ".join(near)
+
+
+def _walk(node: DictConfig, cls: type, prefix: str, experiments: dict) -> None:
     known = {f.name for f in fields(cls)}
     for key in node.keys():
         if key not in known and not (prefix == "" and key == "hydra"):
-            raise ConfigError(f"{prefix}{key}: unknown key; allowed here: " + ", ".join(sorted(known)))
+            raise ConfigError(unknown_key(f"{prefix}{key}", experiments, node.get("experiment")
+                                          if prefix == "" else prefix.split(".")[0]))
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         value = node.get(f.name)
@@ -140,7 +230,7 @@ def _walk(node: DictConfig, cls: type, prefix: str) -> None:
             sub = OmegaConf.get_type(value)
             sub = sub if is_dataclass(sub) else None
         if sub is not None and isinstance(value, DictConfig):
-            _walk(value, sub, key + ".")
+            _walk(value, sub, key + ".", experiments)
 
 
 def validate(cfg: DictConfig, experiments: dict) -> None:
@@ -156,7 +246,14 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
     except Exception as exc:  # an interpolation that does not resolve
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
-    _walk(cfg, root_schema(experiments), "")
+    _walk(cfg, root_schema(experiments), "", experiments)
+    logger = cfg.get("logger", "none")
+    if logger != "none":
+        import importlib.util
+
+        if importlib.util.find_spec(logger) is None:
+            raise ConfigError(f"logger: {logger!r} needs its package; "
+                              f"pip install 'quadrun[{logger}]' (or use logger=none)")
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)

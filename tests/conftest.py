@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-TOY_SEARCHPATH = f"hydra.searchpath=[file://{TESTS / 'plugins' / 'configs'}]"
 
 
 def cli_env(toy: bool = False, **extra) -> dict:
@@ -23,9 +22,9 @@ def cli_env(toy: bool = False, **extra) -> dict:
     return env
 
 
-def _command(args, toy: bool, script: str) -> list:
+def _command(args, toy: bool, script: str) -> list:  # toy: the env registers it
     code = f"import sys; from {script} import main; sys.argv[0] = 'quadrun'; main()"
-    return [sys.executable, "-c", code, *args, *([TOY_SEARCHPATH] if toy else [])]
+    return [sys.executable, "-c", code, *args]
 
 
 def run_cli(*args: str, cwd: Path, toy: bool = False, timeout: float = 300,

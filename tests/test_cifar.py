@@ -131,10 +131,27 @@ def test_missing_data_offline_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         cifar.load_cifar10(tmp_path, download=False)
     assert "\n" not in str(err.value) and str(err.value).startswith("data_dir: CIFAR-10 not found")
+    assert "relinear.download=true" in str(err.value)
     with pytest.raises(ConfigError, match="downloading .* failed") as err:
         cifar.load_cifar10(tmp_path, download=True, url="http://127.0.0.1:9/cifar.tar.gz")
     assert "\n" not in str(err.value)
     assert not list(tmp_path.iterdir())  # no partial download left behind
+
+
+def test_data_dir_is_created_only_for_a_download(tmp_path):
+    """Without a download nothing is created; a failed download removes the folders it made
+    (and only those); a folder that was there stays."""
+    target = tmp_path / "a" / "b" / "cifar"
+    with pytest.raises(ConfigError, match="not found"):
+        cifar.load_cifar10(target, download=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="downloading .* failed"):
+        cifar.load_cifar10(target, download=True, url="http://127.0.0.1:9/cifar.tar.gz")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ConfigError, match="downloading .* failed"):
+        cifar.load_cifar10(target, download=True, url="http://127.0.0.1:9/cifar.tar.gz")
+    assert (tmp_path / "a").is_dir() and not (tmp_path / "a" / "b").exists()
 
 
 def test_download_is_verified_before_it_is_kept(tmp_path, archive):
@@ -150,9 +167,13 @@ def test_download_is_verified_before_it_is_kept(tmp_path, archive):
 
 
 def test_cli_without_data_fails_in_one_line(cli, tmp_path):
-    r = cli("experiment=relinear", "scale=paper", "relinear.download=false",
-            f"data_dir={tmp_path / 'nothing'}")
+    """The default (no download): one line naming the folder and the fix, exit 2, and
+    nothing created anywhere: no run folder, no outputs/, no data_dir."""
+    missing = tmp_path / "nonexistent" / "cifar"
+    r = cli("experiment=relinear", "scale=paper", f"data_dir={missing}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "data_dir: CIFAR-10 not found" in lines[0], r.stderr
-    assert not (tmp_path / "outputs").exists()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"quadrun: error: data_dir: CIFAR-10 is not in {missing} ")
+    assert "relinear.download=true" in lines[0] and "cifar-10-python.tar.gz" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

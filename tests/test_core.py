@@ -38,8 +38,12 @@ def compose_cfg(*overrides: str):
 
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("experiment", sorted(registry.EXPERIMENTS))
-def test_every_experiment_composes_at_every_scale(experiment, scale):
-    cfg, experiments = compose_cfg(f"experiment={experiment}", f"scale={scale}")
+def test_every_experiment_composes_at_every_scale(experiment, scale, tmp_path):
+    # relinear's paper scale reads CIFAR-10 from data_dir: with a download allowed, the
+    # check that it is there passes
+    extra = [f"data_dir={tmp_path}", "relinear.download=true"] \
+        if (experiment, scale) == ("relinear", "paper") else []
+    cfg, experiments = compose_cfg(f"experiment={experiment}", f"scale={scale}", *extra)
     with open_dict(cfg):
         cfg.pop("hydra", None)
     validate(cfg, experiments)
@@ -51,28 +55,29 @@ def test_validate_names_key_and_range():
     cfg, experiments = compose_cfg("experiment=relinear")
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    cfg.train.epochs = 0
-    with pytest.raises(ConfigError, match=r"^train\.epochs: 0 is out of range; must be >= 1 and <= 1000000$"):
+    cfg.relinear.train.epochs = 0
+    with pytest.raises(ConfigError, match=r"^relinear\.train\.epochs: 0 is out of range; "
+                                          r"must be >= 1 and <= 1000000$"):
         validate(cfg, experiments)
-    cfg.train.epochs = 1
-    cfg.train.milestones = [3, -1]
-    with pytest.raises(ConfigError, match=r"train\.milestones: -1 is out of range"):
+    cfg.relinear.train.epochs = 1
+    cfg.relinear.train.milestones = [3, -1]
+    with pytest.raises(ConfigError, match=r"relinear\.train\.milestones: -1 is out of range"):
         validate(cfg, experiments)
 
 
 BAD_INPUTS = {
     "unknown experiment": (["experiment=nope"], "experiment: unknown 'nope'; must be one of: "
                            "dcdm, expressivity, hierpoly, pde, relinear"),
-    "unknown key": (["train.nope=1"], "train.nope: unknown key"),
+    "unknown key": (["toy.train.nope=1"], "toy.train.nope: unknown key"),
     "unknown top key": (["+nope=1"], "nope: unknown key"),
-    "wrong type": (["train.epochs=abc"], "train.epochs: Value 'abc' of type 'str' could not be "
+    "wrong type": (["toy.train.epochs=abc"], "toy.train.epochs: Value 'abc' of type 'str' could not be "
                    "converted to Integer"),
-    "negative epochs": (["train.epochs=-3"], "train.epochs: -3 is out of range; must be >= 1 and <= 1000000"),
+    "negative epochs": (["toy.train.epochs=-3"], "toy.train.epochs: -3 is out of range; must be >= 1 and <= 1000000"),
     "bad choice": (["device=tpu"], "device: 'tpu' is not allowed; must be one of: auto, cpu, cuda"),
     "unknown scale": (["scale=huge"], "scale: unknown 'huge'; must be one of: cpu, paper, smoke"),
-    "NaN": (["train.lr=nan"], "train.lr: NaN is not allowed"),
+    "NaN": (["toy.train.lr=nan"], "toy.train.lr: NaN is not allowed"),
     "bad resume": (["resume=/no/such/run"], "resume: '/no/such/run' is not a run folder"),
-    "bad sweep value": (["-m", "train.epochs=2,-1"], "train.epochs: -1 is out of range"),
+    "bad sweep value": (["-m", "toy.train.epochs=2,-1"], "toy.train.epochs: -1 is out of range"),
 }
 
 
@@ -96,7 +101,7 @@ def test_help_lists_experiments_and_scales(cli):
 
 
 def test_run_folder_contents_and_metrics(cli):
-    r = cli("experiment=toy", "train.epochs=2", toy=True)
+    r = cli("experiment=toy", "toy.train.epochs=2", toy=True)
     assert r.returncode == 0, r.stderr
     [run] = run_folders(cli.cwd, "toy")
     for name in ("config.yaml", "meta.json", "metrics.jsonl", "summary.json", "quadrun.log",
@@ -109,11 +114,15 @@ def test_run_folder_contents_and_metrics(cli):
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val/mse" in r] == [8, 16]
     assert rows[-1]["val/mse"] == pytest.approx(s["val/mse"])
-    assert OmegaConf.load(run / "config.yaml").train.epochs == 2
+    assert OmegaConf.load(run / "config.yaml").toy.train.epochs == 2
+    assert s["records"][0]["model"] == "mlp" and s["record_keys"] == ["model"]
+    assert [c["verdict"] for c in s["claims"]] == ["holds"]
+    md = (run / "report" / "table.md").read_text()
+    assert md.index("Claims: toy") < md.index("toy: records")
 
 
 def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
-    procs = [start_cli("experiment=toy", "train.epochs=1", cwd=tmp_path, toy=True)
+    procs = [start_cli("experiment=toy", "toy.train.epochs=1", cwd=tmp_path, toy=True)
              for _ in range(2)]
     for p in procs:
         assert p.wait(120) == 0, p.stderr.read()
@@ -124,7 +133,7 @@ def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
 
 
 def test_nonfinite_loss_gives_status_diverged(cli):
-    r = cli("experiment=toy", "toy.nan_after=5", "train.log_every=2", toy=True)
+    r = cli("experiment=toy", "toy.nan_after=5", "toy.train.log_every=2", toy=True)
     assert r.returncode == 0, r.stderr
     [run] = run_folders(cli.cwd, "toy")
     s = summary(run)
@@ -140,7 +149,7 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
 
 
 def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.01", "train.epochs=12", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.01", "toy.train.epochs=12", "toy.train.log_every=3"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     ref_dir.mkdir(), cut_dir.mkdir()
     r = run_cli(*args, cwd=ref_dir, toy=True)
@@ -168,6 +177,7 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
         assert a[key] == b[key], key
     assert (ref / "metrics.jsonl").read_text() == (cut / "metrics.jsonl").read_text()
     assert json.loads((cut / "meta.json").read_text())["attempts"] == 2
+    assert a["samples"] == b["samples"] == 96 * 32                # every attempt's steps
 
 
 def test_schedule_and_groups():
@@ -197,18 +207,24 @@ def test_batches_are_deterministic_and_resume_mid_epoch():
 
 
 def test_wheel_ships_the_configs(tmp_path):
-    wheel_dir = tmp_path / "wheel"
+    wheel_dir, source = tmp_path / "wheel", tmp_path / "source"
+    import shutil                     # a clean copy: no build/ left over from another build
+
+    top = {".venv", "build", "outputs", ".git", "data", "dist"}
+    shutil.copytree(REPO, source, ignore=lambda folder, names: [
+        n for n in names if (Path(folder) == REPO and n in top) or n == "__pycache__"
+        or n.endswith(".egg-info")])
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "-q", "-w", str(wheel_dir), str(REPO)], capture_output=True, text=True,
+                        "-q", "-w", str(wheel_dir), str(source)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     [wheel] = wheel_dir.glob("quadrun-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "quadrun/configs/config.yaml" in names
-    for exp in registry.EXPERIMENTS:
-        assert f"quadrun/configs/experiment/{exp}.yaml" in names
-        for scale in SCALES:
-            assert f"quadrun/configs/sizes/{exp}/{scale}.yaml" in names
+    shipped = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml")
+                     if "local" not in p.parts)
+    assert "config.yaml" in shipped
+    for name in shipped:
+        assert f"quadrun/configs/{name}" in names
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(target), str(wheel)], capture_output=True, text=True, timeout=300)
@@ -227,7 +243,7 @@ def test_wheel_ships_the_configs(tmp_path):
 
 def test_tensorboard_logger_writes_events(cli):
     pytest.importorskip("tensorboard")
-    r = cli("experiment=toy", "train.epochs=1", "logger=tensorboard", toy=True)
+    r = cli("experiment=toy", "toy.train.epochs=1", "logger=tensorboard", toy=True)
     assert r.returncode == 0, r.stderr
     [run] = run_folders(cli.cwd, "toy")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -237,3 +253,141 @@ def test_tensorboard_logger_writes_events(cli):
     loss = [e.value for e in events.Scalars("train/loss")]
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert loss == pytest.approx([r["train/loss"] for r in rows if "train/loss" in r])
+
+
+# -- one home for every value ---------------------------------------------------------------------
+def _defaults_of(cls) -> dict:
+    """{dotted key: default} of a config dataclass, nested dataclasses flattened."""
+    return dict(_leaves(OmegaConf.to_container(OmegaConf.structured(cls))))
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+def test_no_yaml_value_restates_a_dataclass_default():
+    import yaml
+
+    from quadrun.schema import BaseConfig
+
+    experiments = registry.load_all()
+    defaults = _defaults_of(BaseConfig)
+    for name, mod in experiments.items():
+        defaults.update({f"{name}.{k}": v for k, v in _defaults_of(mod.Config).items()})
+    restated = []
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        for key, value in _leaves({k: v for k, v in doc.items() if k not in ("defaults", "hydra")}):
+            if key in defaults and defaults[key] == value:
+                restated.append(f"{path.relative_to(REPO)}: {key}: {value!r}")
+    assert not restated, "YAML restates dataclass defaults:\n" + "\n".join(restated)
+    assert not (REPO / "configs" / "experiment").exists() or \
+        not list((REPO / "configs" / "experiment").glob("*.yaml"))
+
+
+def test_schemas_and_config_errors_need_no_torch():
+    code = ("import sys; from quadrun import registry, report; from quadrun.cli import preflight;"
+            "from quadrun.schema import register; e = registry.load_all(); register(e);"
+            "import quadrun.claims, quadrun.vocab;"
+            "print('torch' in sys.modules, sorted(m for m, v in sys.modules.items()"
+            " if m.startswith('quadrun') and 'torch' in vars(v)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False []", r.stdout   # else: the modules that import torch
+
+
+def test_an_experiment_is_one_module_and_one_registry_line(tmp_path):
+    """A new experiment with no YAML file: cells, measure, claims, through the real CLI."""
+    (tmp_path / "mini.py").write_text('''
+from dataclasses import dataclass, field
+from typing import List
+from quadrun.claims import claim
+
+@dataclass
+class Config:
+    xs: List[int] = field(default_factory=lambda: [1, 2, 3])
+
+def cells(c):
+    return [{"x": x} for x in c.xs]
+
+def measure(c, cell, ctx):
+    return {"square": cell["x"] ** 2}
+
+def claims(records, c):
+    ok = all(r["square"] == r["x"] ** 2 for r in records)
+    return [claim("squares", "x^2 is x times x.", "algebra", measured=str(len(records)),
+                  target="all", verdict="holds" if ok else "fails", why="checked")]
+''')
+    env = {"QUADRUN_EXPERIMENTS": "mini=mini", "PYTHONPATH": str(tmp_path)}
+    r = run_cli("experiment=mini", "mini.xs=[2,5]", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    [run] = run_folders(tmp_path, "mini")
+    s = summary(run)
+    assert [(rec["x"], rec["square"]) for rec in s["records"]] == [(2, 4), (5, 25)]
+    assert s["record_keys"] == ["x"] and s["claims"][0]["verdict"] == "holds"
+    assert json.loads((run / "stages.json").read_text())["stages"]["x=5"]["square"] == 25
+
+
+def test_derive_seed_is_stable_and_separates_streams():
+    import numpy as np
+
+    from quadrun.vocab import derive_seed
+
+    assert derive_seed(0, "test", 8) == derive_seed(np.int64(0), "test", np.int64(8))
+    assert derive_seed(0, "test", 8) != derive_seed(0, "test", 16) != derive_seed(1, "test", 8)
+    assert derive_seed(0, "ab") != derive_seed(0, "a", "b")  # parts are separated
+    # sha256("0\x1ftest\x1f8")[:8] & 0x7fffffff, computed independently:
+    import hashlib
+    assert derive_seed(0, "test", 8) == int(hashlib.sha256(b"0\x1ftest\x1f8").hexdigest()[:8], 16) & 0x7FFFFFFF
+    assert 0 <= derive_seed("x") < 2 ** 31
+
+
+def test_fingerprint_ignores_how_a_run_runs_not_what_it_measures():
+    from quadrun.artifacts import config_fingerprint
+
+    base = OmegaConf.create({"experiment": "toy", "seed": 0, "device": "cuda", "cuda_graphs": True,
+                             "deterministic": False, "compile": False,
+                             "toy": {"width": 4, "train": {"lr": 0.1, "log_every": 5,
+                                                           "checkpoint_every": 0}}})
+    same = OmegaConf.merge(base, {"device": "cpu", "cuda_graphs": False, "deterministic": True,
+                                  "toy": {"train": {"log_every": 50, "checkpoint_every": 7}}})
+    other = OmegaConf.merge(base, {"toy": {"train": {"lr": 0.2}}})
+    assert config_fingerprint(base) == config_fingerprint(same)
+    assert config_fingerprint(base) != config_fingerprint(other)
+    assert config_fingerprint(base) != config_fingerprint(OmegaConf.merge(base, {"seed": 1}))
+
+
+def test_training_seconds_add_up_over_a_resume(tmp_path):
+    """FitResult.train_seconds counts every attempt, so images/s after a resume is the
+    whole training's: 2 epochs of 4 steps at 0.05 s each, stopped after the first."""
+    from quadrun.artifacts import RunContext
+    from quadrun.devices import Runtime
+    from quadrun.training import Interrupted, fit
+
+    cfg = OmegaConf.create({"experiment": "toy", "scale": "cpu", "seed": 0, "data_dir": "data"})
+    tc = TrainConfig(epochs=2, batch_size=4, lr=0.01, log_every=100)
+    x = torch.randn(16, 2)
+
+    def attempt(stop_after_first: bool):
+        ctx = RunContext(tmp_path, cfg, Runtime(torch.device("cpu")))
+        model = torch.nn.Linear(2, 1)
+
+        def loss_fn(m, batch):
+            time.sleep(0.05)
+            return m(batch[0]).square().mean()
+
+        def evaluate(m):
+            ctx.stop_requested = stop_after_first
+            return {"val": 0.0}
+        return fit(model, TensorBatches([x], 4), loss_fn, ctx, tc, evaluate=evaluate)
+
+    with pytest.raises(Interrupted):
+        attempt(True)
+    result = attempt(False)
+    assert result.step == 8 and result.samples == 32
+    assert result.train_seconds >= 8 * 0.05 * 0.95      # both epochs, not the second alone

@@ -1,34 +1,58 @@
-"""Expressivity: the variety dimension (quadrun.nn.variety) on cases with known answers,
+"""Expressivity: the variety dimension (quadrun.nn.variety, exact over Z/pZ with
+quadrun.nn.modular, float64 as a cross-check) on cases with known answers and against an
+independent sympy rational-arithmetic rank, the experiment's cells, measures and claims,
 and the experiment through the real CLI."""
 import json
 import math
+import random
+import subprocess
+import sys
+from fractions import Fraction
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from quadrun.experiments import expressivity as ex
-from quadrun.nn.mlp import mlp, param_count, widths_for_budget
-from quadrun.nn.variety import (ambient_dimension, jacobian, numerical_rank, output_degree,
-                                variety_dimension)
+from quadrun.nn import modular
+from quadrun.nn.mlp import count_params, mlp, param_count, widths_for_budget
+from quadrun.nn.variety import (ambient_dimension, exact_rank, gap_cut, jacobian,
+                                known_symmetries, n_points, network_ambient,
+                                neuron_redundancy, numerical_rank, output_degree,
+                                output_degrees, variety_dimension)
 from tests.conftest import run_folders, summary
+
+P1, P2 = modular.PRIMES
+KINDS = ("conventional", "quadratic", "compact")
+
+
+def exact(widths, kind="conventional", bias=True, seed=0):
+    """The exact dimension only (no float check)."""
+    return variety_dimension(widths, kind, bias, seed=seed, float_check=False)
 
 
 # -- known answers ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("d0,d1", [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3), (4, 2),
-                                   (4, 3), (5, 2), (5, 4)])
+                                   (4, 3), (5, 2), (5, 4), (6, 3), (7, 5)])
 def test_shallow_square_network_is_quadratic_forms_of_rank_d1(d0, d1):
     """f(x) = sum_j a_j (w_j . x)^2 = x^T W^T diag(a) W x: the quadratic forms of rank <= d1,
-    a variety of dimension d0 d1 - d1 (d1 - 1) / 2."""
+    a variety of dimension d0 d1 - d1 (d1 - 1) / 2, inside the d0 (d0 + 1) / 2 quadratic
+    forms (homogeneous: no bias)."""
     res = variety_dimension([d0, d1, 1], "conventional", bias=False)
     assert res["dim"] == d0 * d1 - d1 * (d1 - 1) // 2
     assert res["params"] == d0 * d1 + d1
+    assert res["ambient"] == d0 * (d0 + 1) // 2
+    assert res["primes_agree"] and res["ranks"] == [res["dim"]] * 2
+    assert res["agrees"] and res["float_dim"] == res["dim"]
 
 
-@pytest.mark.parametrize("d0,d1", [(2, 3), (2, 5), (3, 4)])
+@pytest.mark.parametrize("d0,d1", [(2, 3), (2, 4), (2, 5), (3, 4)])
 def test_wide_shallow_square_network_fills_all_quadratic_forms(d0, d1):
     res = variety_dimension([d0, d1, 1], "conventional", bias=False)
-    assert res["dim"] == d0 * (d0 + 1) // 2
+    assert res["dim"] == res["ambient"] == d0 * (d0 + 1) // 2
 
 
 @pytest.mark.parametrize("d0,d1", [(3, 2), (4, 2), (4, 3)])
@@ -36,15 +60,298 @@ def test_shallow_square_network_with_biases(d0, d1):
     """With biases f = [x;1]^T M [x;1] + c, M of rank <= d1 in d0 + 1 variables: the rank
     <= d1 forms in d0 + 1 variables plus the constant c, one more direction."""
     n = d0 + 1
-    res = variety_dimension([d0, d1, 1], "conventional", bias=True)
-    assert res["dim"] == n * d1 - d1 * (d1 - 1) // 2 + 1
+    assert exact([d0, d1, 1], "conventional", bias=True)["dim"] == n * d1 - d1 * (d1 - 1) // 2 + 1
 
 
 def test_linear_network_dimension():
     """A single linear layer: the affine functions, d0 + 1 of them (d0 without bias)."""
-    assert variety_dimension([4, 1], "conventional", bias=True)["dim"] == 5
-    assert variety_dimension([4, 1], "conventional", bias=False)["dim"] == 4
-    assert variety_dimension([3, 2], "conventional", bias=True)["dim"] == 8  # two outputs
+    assert exact([4, 1], "conventional", bias=True)["dim"] == 5
+    assert exact([4, 1], "conventional", bias=False)["dim"] == 4
+    assert exact([3, 2], "conventional", bias=True)["dim"] == 8  # two outputs
+
+
+def test_exact_rank_sees_degree_128_where_float64_cannot():
+    """Degree 128 (three x^2 activations around quadratic layers): the exact rank is the
+    known-symmetry bound, both primes agree, and float64 either says it cannot resolve the
+    rank or agrees; it never becomes the answer."""
+    res = variety_dimension([3, 3, 3, 3, 1], "quadratic", bias=True)
+    assert res["degree"] == 128 and res["dim"] == 91 == res["bound"] and res["primes_agree"]
+    assert res["float_dim"] is None and res["gap"] < 1e6 and res["agrees"] is None
+    # [2,2,2,2,1]: 29 without bias, 36 with (quadrun's float rule gave 45 or 58 for some seeds)
+    assert exact([2, 2, 2, 2, 1], "quadratic", False)["dim"] == 29
+    assert exact([2, 2, 2, 2, 1], "quadratic", True)["dim"] == 36
+
+
+# -- the exact rank against independent computations -------------------------------------------
+
+def _set_parameters(net, theta):
+    with torch.no_grad():
+        offset = 0
+        for q in net.parameters():
+            q.copy_(torch.tensor(theta[offset:offset + q.numel()],
+                                 dtype=torch.float64).reshape(q.shape))
+            offset += q.numel()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("widths", [[2, 2, 1], [2, 3, 2], [3, 1, 2, 1]])
+def test_modular_jacobian_equals_the_torch_jacobian_at_integer_points(kind, bias, widths):
+    """At small integer parameters and inputs the float64 Jacobian (torch autograd) is exact;
+    reduced mod p it must be the forward-mode Jacobian mod p, entry for entry, in the same
+    column order (named_parameters)."""
+    net = mlp(widths, kind=kind, activation="square", bias=bias).double()
+    n_params = modular.param_count(widths, kind, bias)
+    assert n_params == count_params(net) == param_count(widths, kind, bias)
+    gen = np.random.default_rng(0)
+    theta = gen.integers(-1, 2, size=n_params)
+    x = gen.integers(-2, 3, size=(6, widths[0])) // (2 if len(widths) > 3 else 1)
+    _set_parameters(net, theta)
+    jf = jacobian(net, torch.tensor(x, dtype=torch.float64)).numpy()
+    assert np.abs(jf).max() < 2 ** 50 and np.abs(jf).max() > 1
+    out, jm = modular.jacobian(widths, kind, bias, theta, x, P1)
+    assert np.array_equal(np.rint(jf).astype(np.int64) % P1, jm)
+    with torch.no_grad():
+        y = net(torch.tensor(x, dtype=torch.float64)).numpy()
+    assert np.array_equal(np.rint(y).astype(np.int64) % P1, out)
+
+
+def test_modular_rank_and_matmul_known_matrices():
+    p = 101
+    a = np.array([[1, 2, 3], [2, 4, 6], [1, 0, 1]])
+    assert modular.rank(a, p) == 2 and modular.rank(a.T, p) == 2
+    assert modular.rank(np.zeros((3, 4), dtype=np.int64), p) == 0
+    assert modular.rank(np.eye(5, dtype=np.int64), p) == 5
+    # rank over Q is 2, but mod 3 the rows (1, 1) and (1, 4) are equal: rank mod p <= rank
+    b = np.array([[1, 1], [1, 4]])
+    assert modular.rank(b, 3) == 1 and modular.rank(b, 5) == 2
+    gen = np.random.default_rng(1)
+    x = gen.integers(0, P1, size=(7, 300))
+    y = gen.integers(0, P1, size=(300, 5))
+    ref = [[sum(int(x[i, k]) * int(y[k, j]) for k in range(300)) % P1 for j in range(5)]
+           for i in range(7)]
+    assert modular.matmul(x, y, P1).tolist() == ref
+    # a random 40 x 30 matrix mod p has full rank; a product of 40x6 and 6x30 has rank 6
+    left, right = gen.integers(0, P2, size=(40, 6)), gen.integers(0, P2, size=(6, 30))
+    assert modular.rank(modular.matmul(left, right, P2), P2) == 6
+    assert modular.rank(gen.integers(0, P2, size=(40, 30)), P2) == 30
+
+
+def test_primes_are_primes_below_2_31():
+    import sympy
+
+    assert all(sympy.isprime(p) and p < 2 ** 31 for p in modular.PRIMES) and P1 != P2
+    assert modular.check_prime(101) == 101
+    for bad in (2 ** 31 + 11, 100, 2, 91):
+        with pytest.raises(ValueError):
+            modular.check_prime(bad)
+
+
+def _sympy_outputs(widths, kind, bias, theta, x, expand=False):
+    """The network's outputs as sympy expressions in the parameters `theta` (in
+    modular.parameter_layout order) and inputs `x`, built from the layer formulas
+    (expanded after every layer if `expand`)."""
+    import sympy as sp
+
+    layout = modular.parameter_layout(widths, kind, bias)
+    h = sp.Matrix(x)
+    n_layers = len(widths) - 1
+    for i in range(n_layers):
+        par = {}
+        for j, name, shape, offset in layout:
+            if j == i:
+                vals = theta[offset:offset + math.prod(shape)]
+                par[name] = sp.Matrix(shape[0], shape[1], vals) if len(shape) == 2 \
+                    else sp.Matrix(vals)
+
+        def affine(w, b, v):
+            return par[w] * v + par[b] if b in par else par[w] * v
+
+        if kind == "conventional":
+            h = affine("weight", "bias", h)
+        else:
+            r = affine("weight_r", "bias_r", h)
+            if kind == "quadratic":
+                g = affine("weight_g", "bias_g", h)
+                r = sp.Matrix([a * b for a, b in zip(r, g)])
+            h = r + affine("weight_b", "bias_b", h.applyfunc(lambda t: t * t))
+        if i < n_layers - 1:
+            h = h.applyfunc(lambda t: t * t)
+        if expand:
+            h = h.applyfunc(sp.expand)
+    return list(h)
+
+
+def _sympy_rank(widths, kind, bias, seed=0):
+    """Rank over Q of the Jacobian at random rational parameters and inputs: symbolic
+    derivatives (sympy.diff), evaluated in exact rational arithmetic, rank by sympy's
+    DomainMatrix over QQ."""
+    import sympy as sp
+    from sympy.polys.matrices import DomainMatrix
+
+    rng = random.Random(seed)
+    n_params = modular.param_count(widths, kind, bias)
+    theta, xs = list(sp.symbols(f"t0:{n_params}")), list(sp.symbols(f"x0:{widths[0]}"))
+    outs = _sympy_outputs(widths, kind, bias, theta, xs)
+    derivs = sp.lambdify(theta + xs, [sp.diff(f, t) for f in outs for t in theta], "math")
+
+    def rational():
+        return Fraction(rng.randint(-50, 50), rng.randint(1, 20))
+
+    point = [rational() for _ in theta]
+    rows = []
+    for _ in range(n_points(widths, kind, bias)):
+        d = derivs(*point, *[rational() for _ in xs])
+        rows += [[sp.Rational(v.numerator, v.denominator)
+                  for v in d[o * n_params:(o + 1) * n_params]] for o in range(len(outs))]
+    return DomainMatrix.from_list_sympy(len(rows), n_params, rows).convert_to(sp.QQ).rank()
+
+
+SYMPY_NETS = [([2, 2, 1], "conventional", False), ([3, 2, 1], "conventional", True),
+              ([2, 3, 2], "conventional", True), ([2, 1, 1], "quadratic", False),
+              ([2, 1, 1], "quadratic", True), ([2, 1, 1], "compact", True),
+              ([2, 2, 1], "quadratic", False)]
+SYMPY_SLOW = [([2, 2, 2, 1], "conventional", True), ([1, 2, 1], "quadratic", True),
+              ([2, 2, 1], "quadratic", True), ([2, 1, 2, 1], "quadratic", False),
+              ([2, 2, 2], "quadratic", True)]
+
+
+@pytest.mark.parametrize("widths,kind,bias", SYMPY_NETS)
+def test_exact_rank_equals_the_sympy_rational_rank(widths, kind, bias):
+    res = exact(widths, kind, bias)
+    assert res["dim"] == _sympy_rank(widths, kind, bias) and res["primes_agree"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("widths,kind,bias", SYMPY_SLOW)
+def test_exact_rank_equals_the_sympy_rational_rank_larger(widths, kind, bias):
+    assert exact(widths, kind, bias)["dim"] == _sympy_rank(widths, kind, bias)
+
+
+@pytest.mark.parametrize("widths,kind,bias", [([2, 2, 1], "conventional", False),
+                                              ([2, 1, 1], "quadratic", False),
+                                              ([2, 2, 1], "quadratic", True),
+                                              ([1, 1, 2, 1], "quadratic", False),
+                                              ([2, 2, 1], "compact", True)])
+def test_output_degrees_are_the_degrees_of_the_expanded_polynomial(widths, kind, bias):
+    """Expand the network at random rational parameters (sympy) and collect the degrees of
+    its monomials: exactly output_degrees; ambient counts the monomials of those degrees."""
+    import sympy as sp
+
+    rng = random.Random(3)
+    n_params = modular.param_count(widths, kind, bias)
+    xs = list(sp.symbols(f"x0:{widths[0]}"))
+    theta = [sp.Rational(rng.randint(-9, 9) or 1, rng.randint(1, 5)) for _ in range(n_params)]
+    (f,) = _sympy_outputs(widths, kind, bias, theta, xs, expand=True)
+    poly = sp.Poly(f, *xs)
+    assert {sum(m) for m in poly.monoms()} == set(output_degrees(widths, kind, bias))
+    assert max(output_degrees(widths, kind, bias)) == output_degree(widths, kind)
+
+
+def test_the_two_primes_agree_on_every_default_architecture():
+    for widths in ex.Config().widths:
+        for kind in ("conventional", "quadratic", "compact"):
+            for bias in (False, True):
+                points = n_points(widths, kind, bias)
+                ranks = {exact_rank(widths, kind, bias, points, 5, p) for p in (P1, P2)}
+                assert len(ranks) == 1, (widths, kind, bias, ranks)
+
+
+def test_a_small_prime_can_only_lose_rank():
+    """Rank mod p never exceeds the rank over Q: with p = 3 (Schwartz-Zippel bound far above
+    1) many draws lose rank, none gains it."""
+    widths, kind, bias = [3, 2, 1], "quadratic", False
+    true = exact(widths, kind, bias)["dim"]
+    small = [exact_rank(widths, kind, bias, n_points(widths, kind, bias), s, 3)
+             for s in range(20)]
+    assert max(small) <= true and min(small) < true
+
+
+def test_every_default_architecture_has_the_same_dimension_for_10_seeds():
+    """The exact rank (one prime; the other is checked above) of every default row at 10
+    random points: one value each, the one the run reports."""
+    c = ex.Config()
+    for widths in c.widths:
+        for kind in c.dimension_kinds:
+            for bias in c.biases:
+                points = n_points(widths, kind, bias, c.points_factor)
+                dims = {exact_rank(widths, kind, bias, points, s, P1) for s in range(10)}
+                assert dims == {exact(widths, kind, bias)["dim"]}, (widths, kind, bias, dims)
+
+
+# -- symmetries, bounds, degrees -------------------------------------------------------------
+
+def _rescaling_direction(widths, kind, bias, theta, layer, j):
+    """d theta / dt at t = 1 (mod p) for scaling the value of hidden neuron j of `layer` by
+    t: its own parameters that carry the value (all of a conventional or compact neuron's;
+    a quadratic neuron's r part, W_b and c, not g) by t, and the next layer's weights on
+    it, which see (t h)^2 = t^2 h^2, by t^-2 (W_b of the quadratic kinds sees t^4 h^4: t^-4)."""
+    v = np.zeros(len(theta), dtype=np.int64)
+    for i, name, shape, offset in modular.parameter_layout(widths, kind, bias):
+        idx = offset + np.arange(math.prod(shape)).reshape(shape)
+        if i == layer and (kind != "quadratic" or name not in ("weight_g", "bias_g")):
+            rows = (idx[j] if len(shape) == 2 else idx[j:j + 1]).ravel()
+            v[rows] = theta[rows]
+        if i == layer + 1 and len(shape) == 2:
+            col = idx[:, j]
+            v[col] = -(4 if name == "weight_b" else 2) * theta[col]
+    return v
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_rescaling_directions_lie_in_the_kernel_of_the_exact_jacobian(kind, bias):
+    """J v = 0 mod p for the rescaling of every hidden neuron: the network function does not
+    move along them, so each costs one dimension."""
+    widths = [3, 2, 2, 1]
+    theta, x = modular.random_point(widths, kind, bias, 40, P1, seed=7)
+    _, jac = modular.jacobian(widths, kind, bias, theta, x, P1)
+    directions = [_rescaling_direction(widths, kind, bias, theta, layer, j)
+                  for layer in range(len(widths) - 2) for j in range(widths[layer + 1])]
+    for v in directions:
+        assert not np.any(modular.matmul(jac, v[:, None] % P1, P1))
+    assert modular.rank(np.stack(directions) % P1, P1) == len(directions)
+    # the directions are not in the kernel of a perturbed Jacobian: the check can fail
+    assert np.any(modular.matmul(jac, (directions[0] + 1)[:, None] % P1, P1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_neuron_redundancy_is_the_exact_fibre_of_one_neuron(kind, bias, n):
+    """A single neuron [n, 1] (no activation): params - dim is exactly its redundancy."""
+    res = exact([n, 1], kind, bias)
+    assert res["params"] - res["dim"] == neuron_redundancy(kind, n, bias)
+
+
+@pytest.mark.parametrize("widths,kind,bias,lost", [
+    ([2, 1, 1], "conventional", False, 1),     # a (w . x)^2: w -> t w, a -> a / t^2
+    ([3, 2, 1], "conventional", False, 3),     # 2 rescalings + O(1,1) of the last layer
+    ([3, 2, 2, 1], "conventional", False, 5),  # 4 rescalings + 1
+    ([3, 3, 3, 1], "conventional", True, 9),   # 6 rescalings + 3
+    ([3, 3, 1], "quadratic", False, 7),        # 3 + 4 neurons' r/g rescalings
+    ([3, 3, 3, 1], "quadratic", False, 13),
+    ([4, 4, 1], "quadratic", True, 9),         # 4 + 5 neurons (fan-in 4: nothing more)
+])
+def test_networks_lose_exactly_their_known_symmetries(widths, kind, bias, lost):
+    """Where params - symmetries is below the ambient dimension, the exact dimension is
+    params minus exactly the known symmetries: rescalings (one per hidden neuron), the r/g
+    rescaling of each quadratic neuron, the orthogonal group of a conventional last layer."""
+    res = exact(widths, kind, bias)
+    assert res["symmetries"] == known_symmetries(widths, kind, bias) == lost
+    assert res["params"] - lost < res["ambient"]
+    assert res["dim"] == res["params"] - lost == res["bound"]
+
+
+def test_every_default_dimension_is_at_its_bound():
+    """dim <= min(params - symmetries, ambient) always; on the default table, equality."""
+    c = ex.Config()
+    for widths in c.widths:
+        for kind in KINDS:
+            for bias in c.biases:
+                res = exact(widths, kind, bias)
+                assert res["dim"] == res["bound"], (widths, kind, bias, res)
+                assert res["error_bound"] < 1e-5
 
 
 WIDTHS = [[2, 2, 1], [2, 3, 1], [3, 2, 1], [3, 3, 1], [2, 2, 2, 1], [3, 3, 3, 1], [2, 3, 2]]
@@ -53,26 +360,14 @@ WIDTHS = [[2, 2, 1], [2, 3, 1], [3, 2, 1], [3, 3, 1], [2, 2, 2, 1], [3, 3, 3, 1]
 @pytest.mark.parametrize("widths", WIDTHS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_dimension_bounded_and_quadratic_at_least_conventional(widths, bias):
-    conv = variety_dimension(widths, "conventional", bias)
-    for kind in ("conventional", "quadratic", "compact"):
+    """Degree <= 32: the float64 check resolves the rank and agrees with the exact one."""
+    conv = exact(widths, "conventional", bias)
+    for kind in KINDS:
         res = variety_dimension(widths, kind, bias)
         assert 1 <= res["dim"] <= min(res["params"], res["ambient"])
-        assert res["gap"] > 1e6, f"no clear rank gap for {widths} {kind} {bias}"
+        assert res["gap"] > 1e6 and res["agrees"], f"{widths} {kind} {bias}: {res}"
     # a full quadratic network contains the conventional one (w_g = 0, b_g = 1, w_b = 0)
-    assert variety_dimension(widths, "quadratic", bias)["dim"] >= conv["dim"]
-
-
-def test_dimension_does_not_depend_on_the_random_point():
-    for widths, kind in [([3, 3, 3, 1], "quadratic"), ([3, 2, 1], "conventional")]:
-        dims = {variety_dimension(widths, kind, True, seed=s)["dim"] for s in range(3)}
-        assert len(dims) == 1
-
-
-def test_unresolvable_rank_is_reported_as_none():
-    """Degree 128 (three x^2 activations around quadratic layers): float64 cannot separate
-    the rank, and the gap rule says so instead of guessing."""
-    res = variety_dimension([3, 3, 3, 3, 1], "quadratic", bias=True)
-    assert res["degree"] == 128 and res["dim"] is None and res["gap"] < 1e6
+    assert exact(widths, "quadratic", bias)["dim"] > conv["dim"]
 
 
 def test_degree_and_ambient():
@@ -83,6 +378,28 @@ def test_degree_and_ambient():
     assert ambient_dimension(2, 2) == 6                      # 1, x, y, x^2, xy, y^2
     assert ambient_dimension(3, 4) == math.comb(7, 3)
     assert ambient_dimension(2, 2, n_outputs=3) == 18
+    assert ambient_dimension(2, 2, degrees=[2]) == 3         # x^2, xy, y^2
+    # a conventional net without bias outputs homogeneous polynomials
+    assert network_ambient([2, 4, 1], "conventional", False) == 3
+    assert network_ambient([2, 4, 1], "conventional", True) == 6
+    assert network_ambient([3, 3, 3, 1], "conventional", False) == math.comb(6, 4)
+    assert output_degrees([2, 2, 1], "quadratic", False) == frozenset(range(2, 9))
+    assert output_degrees([2, 2, 2, 1], "quadratic", False) == frozenset(range(4, 33))
+    assert output_degrees([2, 2, 1], "quadratic", True) == frozenset(range(9))
+    assert network_ambient([2, 2, 1], "quadratic", False) == sum(k + 1 for k in range(2, 9))
+
+
+def test_gap_cut_ignores_cuts_below_the_noise_floor():
+    """A spectrum decaying from the true rank 29 into rounding noise, with one large step
+    between two values that are both noise (1e-15 -> 1e-25): the old rule cut there (rank
+    45, gap 1e10); the noise floor leaves only cuts with a small gap (unresolved)."""
+    s = [1.0] * 20 + list(np.logspace(-1, -6, 9)) + list(np.logspace(-9, -15, 16)) + [1e-25] * 5
+    rank, gap = gap_cut(s, 1e-8, 1e-13)
+    assert 29 <= rank < 45 and gap < 1e6
+    assert gap_cut(s, 1e-8, 1e-30) == (45, pytest.approx(1e10))   # without a floor: 45
+    clean = [1.0] * 6 + [1e-16] * 4
+    assert gap_cut(clean, 1e-8, 1e-14) == (6, pytest.approx(1e16))
+    assert gap_cut([1.0, 0.5, 0.1], 1e-8, 1e-14) == (3, math.inf)
 
 
 def test_numerical_rank_known_matrices():
@@ -112,9 +429,23 @@ def test_jacobian_of_a_tiny_square_network_by_hand():
     s = x @ torch.tensor([0.5, -2.0], dtype=torch.float64)
     expect = torch.cat([(2 * 3.0 * s).unsqueeze(1) * x, (s * s).unsqueeze(1)], 1)
     torch.testing.assert_close(jac, expect, rtol=1e-14, atol=1e-14)
+    # the same by hand mod p, at w = (1, -2), a = 3 and integer inputs
+    xi = np.array([[1, 2], [-1, 1], [3, 7]])
+    si = xi @ np.array([1, -2])
+    _, jm = modular.jacobian([2, 1, 1], "conventional", False, np.array([1, -2, 3]), xi, P1)
+    expect = np.concatenate([(6 * si)[:, None] * xi, (si * si)[:, None]], 1) % P1
+    assert np.array_equal(jm, expect)
 
 
 # -- the experiment's pieces ------------------------------------------------------------------
+
+def test_module_imports_without_torch():
+    code = ("import sys, quadrun.experiments.expressivity as m; m.Config(); "
+            "print(any(k == 'torch' or k.startswith('torch.') for k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
 
 def test_targets_have_their_stated_values():
     x = torch.tensor([[-1.0], [-0.8], [-0.6], [-0.4], [0.0], [0.6], [1.0]], dtype=torch.float64)
@@ -127,9 +458,20 @@ def test_targets_have_their_stated_values():
                                rtol=0)
     x3 = torch.tensor([[0.5, -2.0, 3.0]])
     assert ex._product(x3).item() == -3.0
-    for name, (d, _) in ex.TARGETS.items():
+    for name, d in ex.TARGET_DIMS.items():
         xtr, ytr, xte, yte = ex.make_data(name, 10, 20, seed=0)
         assert xtr.shape == (10, d) and yte.shape == (20, 1) and xtr.abs().max() <= 1
+        torch.testing.assert_close(ytr[:, 0], ex._target_fn(name)(xtr))
+        again = ex.make_data(name, 10, 20, seed=0)
+        assert torch.equal(again[0], xtr)
+        assert not torch.equal(ex.make_data(name, 10, 20, seed=1)[0], xtr)
+
+
+def test_plot_inputs_have_plot_grid_squared_points():
+    assert ex.plot_inputs("spline", 5).shape == (25, 1)
+    grid = ex.plot_inputs("product", 4)
+    assert grid.shape == (16, 3) and torch.all(grid[:, 2] == 0.5)
+    assert grid[:, :2].min() == -1 and grid[:, :2].max() == 1
 
 
 def test_default_budget_matches_every_model_within_5_percent():
@@ -137,8 +479,207 @@ def test_default_budget_matches_every_model_within_5_percent():
     for target in cfg.targets:
         for name in cfg.models:
             kind = ex.MODELS[name][0]
-            widths = widths_for_budget(kind, ex.TARGETS[target][0], 1, cfg.depth, cfg.budget)
+            widths = widths_for_budget(kind, ex.TARGET_DIMS[target], 1, cfg.depth, cfg.budget)
             assert abs(param_count(widths, kind) - cfg.budget) <= 0.05 * cfg.budget
+
+
+def test_cells_cover_the_dimension_table_and_every_fit():
+    c = ex.Config()
+    cells = ex.cells(c)
+    dims = [x for x in cells if x["part"] == "dimension"]
+    fits = [x for x in cells if x["part"] == "fit"]
+    assert len(dims) == len(c.widths) * 2 * len(c.biases) == 44
+    for widths in ([4, 2, 1], [2, 4, 1], [3, 2, 2, 1], [2, 2, 2, 2, 1], [3, 3, 3, 1]):
+        assert {(x["kind"], x["bias"]) for x in dims if x["widths"] == widths} == \
+            {(k, b) for k in ("conventional", "quadratic") for b in (False, True)}
+    compact = ex.cells(ex.Config(widths=[[2, 2, 1]], dimension_kinds=["compact"]))
+    assert [x["kind"] for x in compact if x["part"] == "dimension"] == ["compact"] * 2
+    assert set(dims[0]) == {"part", "widths", "kind", "bias"}
+    assert len(fits) == len(c.targets) * len(c.models) * c.seeds == 4 * 4 * 5
+    assert set(fits[0]) == {"part", "target", "model", "seed"}
+    assert {x["seed"] for x in fits} == set(range(5))
+    assert c.seeds == 5 and c.train.epochs == 120 and c.train.eval_every == c.train.epochs
+
+
+def test_measure_dimension_cell_known_answer():
+    """[3, 2, 1] x^2 without bias: rank-2 quadratic forms in 3 variables, 3*2 - 1 = 5, inside
+    the 6 quadratic forms (homogeneous); 8 parameters less 2 rescalings and O(1,1)."""
+    ctx = SimpleNamespace(runtime=SimpleNamespace(seed=0))
+    cell = {"part": "dimension", "widths": [3, 2, 1], "kind": "conventional", "bias": False}
+    rec = ex.measure(ex.Config(), cell, ctx)
+    assert rec["dim"] == 5 and rec["ranks"] == [5, 5] and rec["primes_agree"] is True
+    assert rec["params"] == 8 and rec["ambient"] == 6 and rec["symmetries"] == 3
+    assert rec["bound"] == 5 and rec["degree"] == 2 and rec["points"] == 16
+    assert rec["float_dim"] == 5 and rec["agrees"] is True and rec["gap"] > 1e6
+    assert 0 < rec["error_bound"] < 1e-7 and rec["exact_s"] >= 0 and rec["float_s"] >= 0
+    json.dumps(rec, allow_nan=False)
+    # without the float check: the same exact dim, no float fields
+    rec = ex.measure(ex.Config(float_check=False), cell, ctx)
+    assert rec["dim"] == 5 and rec["float_dim"] is None and rec["agrees"] is None
+    assert rec["gap"] is None and rec["float_s"] is None
+    # degree 128: the exact dim, the float rank unresolved, and the record says so
+    rec = ex.measure(ex.Config(), {**cell, "widths": [2, 2, 2, 2, 1], "kind": "quadratic"},
+                     SimpleNamespace(runtime=SimpleNamespace(seed=3)))
+    assert rec["dim"] == 29 and rec["degree"] == 128
+    assert rec["agrees"] is (None if rec["float_dim"] is None else rec["float_dim"] == 29)
+
+
+def _context(tmp_path, seed=0):
+    from quadrun.artifacts import RunContext
+    from quadrun.devices import Runtime
+
+    cfg = OmegaConf.create({"experiment": "expressivity", "scale": "smoke", "seed": seed,
+                            "data_dir": str(tmp_path / "data"), "logger": "none"})
+    return RunContext(tmp_path / f"run{seed}", cfg, Runtime(device=torch.device("cpu"), seed=seed))
+
+
+def test_fit_measure_is_seeded_by_its_cell_not_the_global_generator(tmp_path):
+    c = ex.Config(n_train=64, n_test=64, plot_grid=4, budget=100)
+    c.train.epochs = 2
+    cell = {"part": "fit", "target": "spline", "model": "quad_relu", "seed": 0}
+    torch.manual_seed(1)
+    a = ex.measure(c, cell, _context(tmp_path))
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = ex.measure(c, cell, _context(tmp_path / "b"))
+    assert a == b                                   # the global stream does not matter
+    assert torch.equal(torch.get_rng_state(), state)  # ... and is not touched
+    other = ex.measure(c, {**cell, "seed": 1}, _context(tmp_path / "d"))
+    assert other["test_mse"] != a["test_mse"] and "plot" not in other
+    assert a["status"] == "completed" and a["params"] == 99 and len(a["plot"]) == 16
+    assert a["model_widths"] == widths_for_budget("quadratic", 1, 1, 2, 100)
+    assert 0 < a["test_mse"] < 10 and 0 < a["train_mse"] < 10
+
+
+# -- claims on constructed records ------------------------------------------------------------
+
+def _dim(widths, kind, bias, dim):
+    return {"part": "dimension", "widths": widths, "kind": kind, "bias": bias, "dim": dim}
+
+
+def _dims(quad, conv, bias=False, widths=([2, 2, 1], [3, 2, 1])):
+    return [r for w, q, k in zip(widths, quad, conv)
+            for r in (_dim(list(w), "quadratic", bias, q), _dim(list(w), "conventional", bias, k))]
+
+
+def _verdicts(records, c):
+    return {x["id"]: x["verdict"] for x in ex.claims(records, c)}
+
+
+def test_dimension_claim_holds_fails_and_is_inconclusive():
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]])
+    holds = _dims([13, 21], [3, 5]) + _dims([16, 24], [6, 8], bias=True)
+    v = _verdicts(holds, c)
+    assert v["dimension_no_bias"] == "holds" and v["dimension_bias"] == "holds"
+    [cl] = [x for x in ex.claims(holds, c) if x["id"] == "dimension_no_bias"]
+    assert cl["values"]["rows"][0] == {"widths": [2, 2, 1], "quadratic": 13, "conventional": 3,
+                                       "ratio": pytest.approx(13 / 3)}
+    assert "[2,2,1] 13/3 = 4.33" in cl["measured"]
+
+    fails = _dims([13, 5], [3, 5]) + _dims([16, 24], [6, 8], bias=True)
+    v = _verdicts(fails, c)
+    assert v["dimension_no_bias"] == "fails" and v["dimension_bias"] == "holds"
+    # one unresolved row: inconclusive, not holds
+    assert _verdicts(_dims([13, None], [3, 5]), c)["dimension_no_bias"] == "inconclusive"
+    # a failing row decides even when another is unresolved
+    assert _verdicts(_dims([2, None], [3, 5]), c)["dimension_no_bias"] == "fails"
+    # a listed architecture without records
+    assert _verdicts(_dims([13], [3]), c)["dimension_no_bias"] == "inconclusive"
+    # pooled runs that disagree on a row (different random points)
+    pooled = _dims([13, 21], [3, 5]) + _dims([13, 45], [3, 5])
+    assert _verdicts(pooled, c)["dimension_no_bias"] == "inconclusive"
+    assert _verdicts(_dims([13, 21], [3, 5]) * 2, c)["dimension_no_bias"] == "holds"
+
+
+def test_dimension_claim_counts_disagreeing_primes_as_unresolved():
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]])
+    records = _dims([13, 21], [3, 5])
+    records[2] = {**records[2], "primes_agree": False}       # [3,2,1] quadratic
+    [cl] = [x for x in ex.claims(records, c) if x["id"] == "dimension_no_bias"]
+    assert cl["verdict"] == "inconclusive" and "[3,2,1]" in cl["why"]
+    assert cl["values"]["rows"][1]["quadratic"] is None
+    records[2] = {**records[2], "primes_agree": True}
+    [cl] = [x for x in ex.claims(records, c) if x["id"] == "dimension_no_bias"]
+    assert cl["verdict"] == "holds" and cl["values"]["min_ratio"] == pytest.approx(4.2)
+    assert "(ratio 4.2 to 4.33)" in cl["measured"]
+
+
+def test_dimension_claim_not_measured_without_both_kinds():
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]], dimension_kinds=["quadratic", "compact"])
+    [cl] = [x for x in ex.claims(_dims([13, 21], [3, 5]), c) if x["id"] == "dimension_no_bias"]
+    assert cl["verdict"] == "not_measured" and "conventional" in cl["why"]
+
+
+def test_dimension_claim_not_measured_without_that_bias_setting():
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]], biases=[False])
+    v = _verdicts(_dims([13, 21], [3, 5]), c)
+    assert v["dimension_no_bias"] == "holds" and v["dimension_bias"] == "not_measured"
+    assert _verdicts([], ex.Config())["dimension_no_bias"] == "not_measured"
+
+
+def _fits(target, model, mses, status="completed"):
+    return [{"part": "fit", "target": target, "model": model, "seed": s, "status": status,
+             "test_mse": m} for s, m in enumerate(mses)]
+
+
+def _fit_records(quad, compact, relu, square, target="spline"):
+    return (_fits(target, "quad_relu", quad) + _fits(target, "compact_relu", compact)
+            + _fits(target, "relu_mlp", relu) + _fits(target, "square_mlp", square))
+
+
+LOW = [1.0e-4, 1.2e-4, 0.9e-4, 1.1e-4, 1.05e-4]
+HIGH = [1.0e-2, 1.3e-2, 0.8e-2, 1.1e-2, 0.95e-2]
+MID = [1.0e-3, 1.2e-3, 0.9e-3, 1.1e-3, 1.0e-3]
+
+
+def test_fit_claim_holds_fails_and_is_inconclusive():
+    c = ex.Config()
+    records = _fit_records(LOW, HIGH, MID, HIGH) + _fit_records(MID, LOW, HIGH, HIGH, "radial")
+    v = _verdicts(records, c)
+    assert v["fit_spline_quad_relu"] == "holds"        # 1e-4 against the best, relu's 1e-3
+    assert v["fit_spline_compact_relu"] == "fails"     # 1e-2 against 1e-3
+    assert v["fit_radial_quad_relu"] == "holds"        # 1e-3 against 1e-2
+    assert v["fit_radial_compact_relu"] == "holds"
+    [cl] = [x for x in ex.claims(records, c) if x["id"] == "fit_spline_quad_relu"]
+    assert cl["values"]["best_conventional"] == "relu_mlp"
+    assert cl["values"]["log10_ratio"] == pytest.approx(
+        sum(math.log10(m) for m in LOW) / 5 - sum(math.log10(m) for m in MID) / 5)
+    assert cl["values"]["log10_ratio_high"] < 0
+    # overlapping MSEs: the interval contains equality
+    noisy = [1e-4, 1e-2, 1e-3, 1e-4, 1e-2]
+    assert _verdicts(_fit_records(noisy, noisy, MID, HIGH), c)["fit_spline_quad_relu"] \
+        == "inconclusive"
+    # one seed only: no interval
+    assert _verdicts(_fit_records(LOW[:1], LOW[:1], MID[:1], HIGH[:1]), c)[
+        "fit_spline_quad_relu"] == "inconclusive"
+
+
+def test_fit_claim_with_diverged_fits():
+    c = ex.Config()
+    base = _fits("spline", "relu_mlp", MID) + _fits("spline", "square_mlp", HIGH)
+    diverged = _fits("spline", "quad_relu", [None] * 5, status="diverged")
+    assert _verdicts(base + diverged, c)["fit_spline_quad_relu"] == "fails"
+    partly = _fits("spline", "quad_relu", LOW[:3]) + \
+        [{**r, "seed": 3 + i} for i, r in enumerate(diverged[:2])]
+    assert _verdicts(base + partly, c)["fit_spline_quad_relu"] == "inconclusive"
+    # a conventional model with a diverged seed is not the best one
+    relu_bad = _fits("spline", "relu_mlp", MID[:4]) + \
+        _fits("spline", "relu_mlp", [None], status="diverged")
+    records = relu_bad + _fits("spline", "square_mlp", HIGH) + _fits("spline", "quad_relu", MID)
+    [cl] = [x for x in ex.claims(records, c) if x["id"] == "fit_spline_quad_relu"]
+    assert cl["values"]["best_conventional"] == "square_mlp" and cl["verdict"] == "holds"
+
+
+def test_fit_claim_not_measured_when_a_model_or_target_is_missing():
+    records = _fit_records(LOW, LOW, MID, HIGH)
+    v = _verdicts(records, ex.Config(models=["relu_mlp", "square_mlp", "quad_relu"]))
+    assert v["fit_spline_quad_relu"] == "holds" and v["fit_spline_compact_relu"] == "not_measured"
+    v = _verdicts(records, ex.Config(targets=["spline", "product"]))
+    assert v["fit_spline_quad_relu"] == "holds" and v["fit_radial_quad_relu"] == "not_measured"
+    v = _verdicts(records, ex.Config(models=["quad_relu", "compact_relu"]))
+    assert v["fit_spline_quad_relu"] == "not_measured"
+    # in the config but without records (e.g. a run that measured no fit)
+    assert _verdicts([], ex.Config())["fit_radial_quad_relu"] == "not_measured"
 
 
 # -- through the CLI --------------------------------------------------------------------------
@@ -149,37 +690,59 @@ def test_smoke_run(cli):
     (folder,) = run_folders(cli.cwd, "expressivity")
     s = summary(folder)
     assert s["status"] == "completed"
-    assert s["dimension"] and s["fit"]
-    for row in s["dimension"]:
-        assert set(row) == {"widths", "kind", "bias", "params", "dim", "ambient"}
+    assert s["record_keys"] == ["part", "widths", "kind", "bias", "target", "model", "seed"]
+    dims = [x for x in s["records"] if x["part"] == "dimension"]
+    fits = [x for x in s["records"] if x["part"] == "fit"]
+    assert len(dims) == 3 * 2 * 2                       # configs/sizes/expressivity/smoke.yaml
+    for row in dims:
         assert row["kind"] in ("conventional", "quadratic")
-        assert row["dim"] <= min(row["params"], row["ambient"])
+        assert row["dim"] == row["bound"] <= min(row["params"] - row["symmetries"],
+                                                 row["ambient"])
+        assert row["primes_agree"] is True and row["agrees"] is True
+        if row["kind"] == "conventional" and not row["bias"]:  # homogeneous of degree 2^(L-1)
+            d0, degree = row["widths"][0], 2 ** (len(row["widths"]) - 2)
+            assert row["ambient"] == math.comb(d0 + degree - 1, degree)
         d0, d1 = row["widths"][0], row["widths"][1]
         if len(row["widths"]) == 3 and row["kind"] == "conventional" and not row["bias"] \
                 and d1 <= d0:
             assert row["dim"] == d0 * d1 - d1 * (d1 - 1) // 2
-    budget = 100  # configs/sizes/expressivity/smoke.yaml
-    seen = set()
-    for row in s["fit"]:
-        assert set(row) == {"target", "model", "params", "seeds", "test_mse_mean", "test_mse_std"}
+    budget, seeds = 100, 2                              # smoke.yaml
+    assert len(fits) == len(ex.TARGET_DIMS) * 4 * seeds
+    for row in fits:
         assert abs(row["params"] - budget) <= 0.05 * budget
-        assert row["seeds"] == 2 and math.isfinite(row["test_mse_mean"])
-        seen.add((row["target"], row["model"]))
-    assert len(seen) == len(ex.TARGETS) * 4
-    tables = (folder / "tables.md").read_text()
-    assert "| widths | kind |" in tables and "| target | model |" in tables
-    for target in ex.TARGETS:
-        assert (folder / "plots" / f"fit_{target}.png").stat().st_size > 0
+        assert row["status"] == "completed" and math.isfinite(row["test_mse"])
+        assert ("plot" in row) == (row["seed"] == 0)
+        if row["seed"] == 0:
+            assert len(row["plot"]) == 16 * 16
+    ids = [x["id"] for x in s["claims"]]
+    assert ids == ["dimension_no_bias", "dimension_bias", "fit_spline_quad_relu",
+                   "fit_spline_compact_relu", "fit_radial_quad_relu", "fit_radial_compact_relu"]
+    assert s["claims"][0]["verdict"] == "holds" and s["claims"][1]["verdict"] == "holds"
+    md = (folder / "report" / "table.md").read_text()
+    assert md.index("Claims: expressivity") < md.index("expressivity: dimension") \
+        < md.index("expressivity: fit")
+    assert "| target | model |" in md and "plot" not in md.split("expressivity: fit")[1]
+    for name in ["fit_mse"] + [f"fit_{t}" for t in ex.TARGET_DIMS]:
+        [png] = (folder / "plots").glob(f"{name}*.png")
+        assert png.stat().st_size > 0
 
-    # a second run into the same folder takes every part from stages.json: no training
+    # a second run into the same folder takes every cell from stages.json: no training
     stages = json.loads((folder / "stages.json").read_text())["stages"]
-    assert len([k for k in stages if k.startswith("fit/")]) == len(seen) * 2
+    assert len([k for k in stages if k.startswith("part=fit/")]) == len(fits)
     lines = len((folder / "metrics.jsonl").read_text().splitlines())
     r = cli("experiment=expressivity", "scale=smoke", "threads=1", f"hydra.run.dir={folder}")
     assert r.returncode == 0, r.stderr
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == lines
     again = summary(folder)
-    assert again["fit"] == s["fit"] and again["dimension"] == s["dimension"]
+    assert again["records"] == s["records"] and again["claims"] == s["claims"]
+
+
+def test_train_settings_live_in_the_experiment_section(cli):
+    r = cli("experiment=expressivity", "scale=smoke", "expressivity.train.epochs=2", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    assert "epochs: 2" in r.stdout and "\ntrain:" not in r.stdout
+    r = cli("experiment=expressivity", "scale=smoke", "train.epochs=2")
+    assert r.returncode == 2 and "unknown key" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_widths_and_budget_are_one_line_errors(cli):
@@ -188,3 +751,37 @@ def test_bad_widths_and_budget_are_one_line_errors(cli):
     assert "Traceback" not in r.stderr
     r = cli("experiment=expressivity", "scale=smoke", "expressivity.budget=60")
     assert r.returncode == 2 and "expressivity.budget" in r.stderr and "5%" in r.stderr
+    r = cli("experiment=expressivity", "scale=smoke", "expressivity.primes=[2147483647,91]")
+    assert r.returncode == 2 and "expressivity.primes[1]" in r.stderr and "not a prime" \
+        in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_rejects_primes_that_are_not_primes_below_2_31():
+    from quadrun.schema import ConfigError
+
+    for primes, text in (([4294967311], "2^31"), ([P1, 100], "primes[1]"), ([], "at least one"),
+                         ([P1, P1], "each once")):
+        with pytest.raises(ConfigError, match=text.replace("^", r"\^").replace("[", r"\[")):
+            ex.check(SimpleNamespace(expressivity=ex.Config(primes=primes)))
+    ex.check(SimpleNamespace(expressivity=ex.Config(primes=[101, P2])))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_each_dimension_claim_holds_and_fails(bias):
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]])
+    cid = "dimension_bias" if bias else "dimension_no_bias"
+    assert _verdicts(_dims([16, 24], [6, 8], bias=bias), c)[cid] == "holds"
+    assert _verdicts(_dims([16, 8], [6, 8], bias=bias), c)[cid] == "fails"
+    assert _verdicts(_dims([16, None], [6, 8], bias=bias), c)[cid] == "inconclusive"
+
+
+@pytest.mark.parametrize("target", ex.CLAIMED_TARGETS)
+@pytest.mark.parametrize("quad", ex.QUADRATIC)
+def test_each_fit_claim_holds_and_fails(target, quad):
+    c = ex.Config()
+    cid = f"fit_{target}_{quad}"
+    conv = _fits(target, "relu_mlp", MID) + _fits(target, "square_mlp", HIGH)
+    assert _verdicts(conv + _fits(target, quad, LOW), c)[cid] == "holds"
+    assert _verdicts(conv + _fits(target, quad, HIGH), c)[cid] == "fails"
+    assert _verdicts(conv + _fits(target, quad, [1e-4, 1e-2, 1e-3, 1e-4, 1e-2]), c)[cid] \
+        == "inconclusive"

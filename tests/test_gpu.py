@@ -45,9 +45,12 @@ def test_cuda_graphs_train_like_eager(tmp_path, monkeypatch, precision):
 
     from omegaconf import OmegaConf
 
+    from quadrun.accel import CudaGraphed
     from quadrun.artifacts import RunContext
+    from quadrun.devices import Runtime, seeded
     from quadrun.nn.resnet import qresnet
-    from quadrun.training import CudaGraphed, TensorBatches, fit
+    from quadrun.schema import TrainConfig
+    from quadrun.training import TensorBatches, fit
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
@@ -58,17 +61,15 @@ def test_cuda_graphs_train_like_eager(tmp_path, monkeypatch, precision):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 3, 16, 16, generator=gen).cuda()
     y = torch.randint(0, 10, (200,), generator=gen).cuda()
-    tc = OmegaConf.create({"epochs": 2, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                           "nesterov": False, "weight_decay": 1e-4, "schedule": "cosine",
-                           "milestones": [], "lr_decay": 0.1, "grad_clip": 5.0, "eval_every": 1,
-                           "log_every": 1, "checkpoint_every": 0})
+    tc = TrainConfig(epochs=2, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4,
+                     schedule="cosine", grad_clip=5.0, log_every=1)
     losses, states = {}, {}
     for graphs in (False, True):
-        cfg = OmegaConf.create({"experiment": "t", "scale": "t", "seed": 0, "precision": precision,
-                                "compile": False, "cuda_graphs": graphs})
-        torch.manual_seed(0)
-        model = qresnet(20, width=8, init="random").cuda()
-        ctx = RunContext(tmp_path / str(graphs), cfg, torch.device("cuda"))
+        cfg = OmegaConf.create({"experiment": "t", "scale": "t", "seed": 0, "data_dir": "data"})
+        with seeded(0):
+            model = qresnet(20, width=8, init="random").cuda()
+        runtime = Runtime(torch.device("cuda"), precision=precision, cuda_graphs=graphs)
+        ctx = RunContext(tmp_path / str(graphs), cfg, runtime)
         fit(model, TensorBatches([x, y], 64), lambda m, b: F.cross_entropy(m(b[0]), b[1]),
             ctx, tc, checkpoint=False)
         rows = [json.loads(line) for line in (tmp_path / str(graphs) / "metrics.jsonl").open()]

@@ -1,5 +1,8 @@
-"""hierpoly: Hermite polynomials, exact target normalisation, the layerwise stage 1, the
-ReLU NTK closed form, ridge selection, n*/slope bookkeeping, and a smoke run of the CLI."""
+"""hierpoly: Hermite polynomials and features, exact target normalisation, nested sample
+streams, the streamed ridge against the dense one, the layerwise stages, the ReLU NTK
+closed form, n*/slope/collapse statistics, cells and shared passes, the claims on
+constructed records, pooling a sweep over d, and smoke runs of the CLI (every regime,
+the paper's joint training included)."""
 import itertools
 import json
 import math
@@ -8,15 +11,20 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from quadrun.data.polynomials import (cumulants_from_moments, hermite, hermite_coefficients,
-                                      make_target, moments_from_cumulants)
-from quadrun.experiments.hierpoly import n_star, scaling
-from quadrun.nn.hierarchical import (ThreeLayerNet, correlation, fit_layerwise, init_layerwise,
-                                     init_mup)
-from quadrun.nn.kernels import kernel_ridge, ntk_features, random_network, relu_ntk, feature_ridge
+from quadrun.data.polynomials import (BLOCK, HermiteFeatures, cumulants_from_moments,
+                                      feature_count, hermite, hermite_coefficients, make_target,
+                                      moments_from_cumulants, random_symmetric)
+from quadrun.experiments import hierpoly
+from quadrun.experiments.hierpoly import collapse, n_star, scaling
+from quadrun.nn.hierarchical import (StreamScore, ThreeLayerNet, correlation, fit_layerwise,
+                                     hinge_eval, init_layerwise, init_mup, layerwise_path,
+                                     outer_features)
+from quadrun.nn.kernels import (feature_ridge, kernel_ridge, ntk_features, ntk_regression,
+                                random_network, relu_ntk)
+from quadrun.nn.ridge import NormalEquations, loo_sums, ridge_path
 
 
-# ---- Hermite polynomials ------------------------------------------------------------------
+# ---- Hermite polynomials and features --------------------------------------------------------
 
 def test_hermite_recurrence_exact_values():
     assert hermite_coefficients(0) == [1]
@@ -51,14 +59,47 @@ def test_hermite_orthonormal_monte_carlo():
     assert abs(gram[1, 2]) < 0.01 and abs(gram[0, 0] - 1) < 1e-12
 
 
+def test_hermite_features_count_and_values():
+    assert [feature_count(d, k) for d, k in ((64, 2), (12, 4), (3, 3))] == [2145, 1820, 20]
+    phi = HermiteFeatures(64, 2)
+    assert phi.count == 2145 and phi.degrees.tolist().count(2) == 64 * 65 // 2
+    x = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
+    f = HermiteFeatures(3, 2)(x)[0]
+    # order: 1 | x1 x2 x3 | (x1^2-1)/sqrt2, x1 x2, x1 x3, (x2^2-1)/sqrt2, x2 x3, (x3^2-1)/sqrt2
+    r2 = math.sqrt(2)
+    expect = [1, 0.5, -1, 2, (0.25 - 1) / r2, -0.5, 1.0, 0, -2, 3 / r2]
+    assert torch.allclose(f, torch.tensor(expect, dtype=torch.float64))
+
+
+def test_hermite_features_orthonormal_exact_quadrature():
+    d, degree = 3, 3
+    nodes, weights = hermegauss(6)               # exact up to degree 11 per coordinate
+    weights = weights / weights.sum()
+    grid = torch.tensor(list(itertools.product(nodes, repeat=d)))
+    w = torch.tensor([math.prod(c) for c in itertools.product(weights, repeat=d)])
+    Phi = HermiteFeatures(d, degree)(grid)
+    gram = (Phi * w[:, None]).T @ Phi
+    assert torch.allclose(gram, torch.eye(Phi.shape[1], dtype=torch.float64), atol=1e-10)
+
+
+def test_hermite_features_orthonormal_monte_carlo():
+    x = torch.randn(300_000, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    Phi = HermiteFeatures(4, 4)(x)
+    gram = Phi.T @ Phi / len(x)
+    assert gram.shape == (70, 70)
+    # the largest entries' standard error is sqrt(E[phi^4] / n) <~ 0.03 for degree 4
+    assert (gram - torch.eye(70, dtype=torch.float64)).abs().max() < 0.15
+    assert (torch.diagonal(gram)[:5] - 1).abs().max() < 0.02   # degree <= 1: light tails
+
+
+# ---- exact normalisation of p and h --------------------------------------------------------
+
 def test_moments_cumulants_roundtrip_gaussian():
     # N(mu, s^2): cumulants (mu, s^2, 0, 0...) -> moments 1, mu, mu^2 + s^2, mu^3 + 3 mu s^2, ...
     m = moments_from_cumulants([0.5, 2.0, 0.0, 0.0])
     assert m == pytest.approx([1, 0.5, 2.25, 0.125 + 3.0, 0.0625 + 6 * 0.25 * 2 + 3 * 4])
     assert cumulants_from_moments(m) == pytest.approx([0.5, 2.0, 0.0, 0.0], abs=1e-12)
 
-
-# ---- exact normalisation of p and h --------------------------------------------------------
 
 def _quadrature_expectation(fn, d, points=12):
     """E[fn(x)] for x ~ N(0, I_d) by tensor Gauss-Hermite quadrature (exact for polynomials
@@ -73,7 +114,7 @@ def _quadrature_expectation(fn, d, points=12):
 @pytest.mark.parametrize("inner,k,outer,q,spectrum", [
     ("quadratic", 2, "power", 3, "goe"), ("quadratic", 2, "hermite", 2, "decay"),
     ("quadratic", 2, "power", 2, "flat"), ("hermite_sum", 3, "power", 3, "goe"),
-    ("hermite_sum", 2, "hermite", 3, "goe")])
+    ("hermite_sum", 2, "hermite", 3, "goe"), ("quadratic", 2, "linear_hermite", 2, "projection")])
 def test_p_and_h_normalised_exactly(inner, k, outer, q, spectrum):
     d = 3
     t = make_target(inner, d, k, q, seed=7, outer=outer, spectrum=spectrum)
@@ -82,6 +123,17 @@ def test_p_and_h_normalised_exactly(inner, k, outer, q, spectrum):
     assert _quadrature_expectation(lambda x: t.p(x) ** 2, d) == pytest.approx(1, abs=1e-9)
     assert _quadrature_expectation(t, d) == pytest.approx(0, abs=1e-8)
     assert _quadrature_expectation(lambda x: t(x) ** 2, d) == pytest.approx(1, abs=1e-8)
+
+
+def test_linear_hermite_outer_and_projection_spectrum():
+    from quadrun.data.polynomials import outer_coefficients
+    # He_1 + He_2 / sqrt 2 = z + (z^2 - 1) / sqrt 2
+    assert outer_coefficients("linear_hermite", 2) == pytest.approx([-1 / math.sqrt(2), 1, 1 / math.sqrt(2)])
+    A = random_symmetric(8, "projection", torch.Generator().manual_seed(0))
+    eig = torch.linalg.eigvalsh(A)
+    assert int((eig.abs() > 1e-9).sum()) == 4 and 2 * float((A ** 2).sum()) == pytest.approx(1)
+    c = float(eig.max())
+    assert torch.allclose(A @ A, c * A, atol=1e-12)   # A^2 ~ A: P_2 g(p) is a multiple of p
 
 
 def test_quadratic_variance_is_two_frobenius_squared():
@@ -94,12 +146,140 @@ def test_quadratic_variance_is_two_frobenius_squared():
     assert abs(float(h.mean())) < 0.05 and abs(float(h.var()) - 1) < 0.2
 
 
-def test_samples_fresh_and_reproducible():
+def test_samples_fresh_reproducible_and_nested():
     t = make_target("hermite_sum", 6, 3, 3, seed=0)
     a, b, c = t.sample(50, 1), t.sample(50, 1), t.sample(50, 2)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    # a prefix of a longer sample, and the same rows however the stream is chunked
+    n = BLOCK + 123
+    whole = t.sample(n, 1)
+    assert torch.equal(t.sample(40, 1)[0], whole[0][:40])
+    pieces = list(t.stream(1, 7, n, chunk=1000))
+    assert max(len(p[0]) for p in pieces) <= 1000
+    assert torch.equal(torch.cat([p[0] for p in pieces]), whole[0][7:])
+    assert torch.equal(torch.cat([p[2] for p in pieces]), whole[2][7:])
+    assert torch.allclose(whole[2], t(whole[0]), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="degree k = 2"):
         make_target("quadratic", 4, 3, 3, seed=0)
+
+
+# ---- the streamed ridge ---------------------------------------------------------------------
+
+def _dense_ridge(Phi, y, lam):
+    return torch.linalg.solve(Phi.T @ Phi + lam * torch.eye(Phi.shape[1], dtype=Phi.dtype), Phi.T @ y)
+
+
+def test_streamed_ridge_equals_dense_ridge():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 4, generator=gen, dtype=torch.float64)
+    y = torch.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * torch.randn(1000, generator=gen, dtype=torch.float64)
+    phi = HermiteFeatures(4, 3)
+    Phi = phi(x)
+    ne = NormalEquations(phi.count)
+    for i in range(0, 1000, 77):                          # uneven chunks
+        ne.add(phi(x[i:i + 77]), y[i:i + 77])
+    assert ne.n == 1000 and ne.yy == pytest.approx(float(y @ y), rel=1e-14)
+    assert (ne.G - Phi.T @ Phi).abs().max() < 1e-10
+    scale = float(torch.linalg.eigvalsh(Phi.T @ Phi).mean())
+    for rel in (1e-6, 1e-2, 1.0):
+        fit = ne.solve([rel])
+        assert (fit.weights - _dense_ridge(Phi, y, rel * scale)).abs().max() < 1e-10
+    # one pass over 1000 samples, solved at 300 and 1000: each equals the dense fit on its prefix
+    path = ridge_path(phi, lambda a, b: ((x[i:min(i + 64, b)], y[i:min(i + 64, b)])
+                                         for i in range(a, b, 64)),
+                      [300, 300, 1000], phi.count, lambdas=[1e-3], loo_rows=100)
+    for pt in path:
+        scale = float(torch.linalg.eigvalsh(Phi[:pt.n].T @ Phi[:pt.n]).mean())
+        assert (pt.fit.weights - _dense_ridge(Phi[:pt.n], y[:pt.n], 1e-3 * scale)).abs().max() < 1e-10
+    assert path[1].fit is path[0].fit
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ridge_path(phi, None, [10, 5], phi.count)
+
+
+def test_torch_backend_equals_numpy_backend():
+    """The torch path (the one CUDA takes) gives the numpy path's solve on a CPU."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(700, 5, generator=gen, dtype=torch.float64)
+    y = x[:, 0] ** 2 - x[:, 1] + 0.1 * torch.randn(700, generator=gen, dtype=torch.float64)
+    phi = HermiteFeatures(5, 2)
+    fits = []
+    for backend in ("numpy", "torch"):
+        ne = NormalEquations(phi.count, backend=backend)
+        for i in range(0, 700, 100):
+            ne.add(phi(x[i:i + 100]), y[i:i + 100])
+        fits.append(ne.solve(loo_phi=phi(x[:200]), loo_y=y[:200]))
+    assert fits[0].lam == fits[1].lam and (fits[0].weights - fits[1].weights).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="backend"):
+        NormalEquations(3, backend="jax")
+
+
+def test_dual_solve_when_n_is_below_the_features():
+    """n < F with every row given for leave-one-out: the n x n dual gives the primal's fit."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    y = x[:, 0] * x[:, 1] + 0.2 * torch.randn(30, generator=gen, dtype=torch.float64)
+    phi = HermiteFeatures(5, 3)                            # 56 features, 30 rows
+    Phi = phi(x)
+    ne = NormalEquations(phi.count)
+    ne.add(Phi, y)
+    dual = ne.solve(loo_phi=Phi, loo_y=y)
+    primal = ne.solve(loo_phi=Phi[:29], loo_y=y[:29])      # not all rows: the primal path
+    G = Phi.T @ Phi
+    eig, vec = torch.linalg.eigh(G)
+    eig = eig.clamp(min=0)
+    scale = float(eig.mean())
+    loo = loo_sums(Phi @ vec, y, eig, vec.T @ (Phi.T @ y), [r * scale for r in (1e-8, 1e-2, 1.0)], False)
+    fits = [ne.solve([r], Phi, y) for r in (1e-8, 1e-2, 1.0)]
+    for f, rel, tol in zip(fits, (1e-8, 1e-2, 1.0), (1e-6, 1e-10, 1e-10)):   # G + 1e-8 is ill-conditioned
+        assert (f.weights - _dense_ridge(Phi, y, rel * scale)).abs().max() < tol
+    assert [f.loo * 30 for f in fits] == pytest.approx(loo.tolist(), rel=1e-6)
+    assert dual.lam == primal.lam or abs(math.log10(dual.lam / primal.lam)) <= 1
+
+
+def test_loo_residuals_are_exact():
+    """The leave-one-out shortcut equals refitting without each row."""
+    gen = torch.Generator().manual_seed(3)
+    Phi = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(40, generator=gen, dtype=torch.float64)
+    lam = 0.7
+    G = Phi.T @ Phi
+    eig, vec = torch.linalg.eigh(G)
+    got = float(loo_sums(Phi @ vec, y, eig, vec.T @ (Phi.T @ y), [lam], dual=False)[0])
+    brute = 0.0
+    for i in range(40):
+        keep = torch.arange(40) != i
+        w = _dense_ridge(Phi[keep], y[keep], lam)
+        brute += float((y[i] - Phi[i] @ w) ** 2)
+    assert got == pytest.approx(brute, rel=1e-10)
+
+
+def test_ridge_primal_and_dual_agree_and_select():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    w = torch.randn(5, generator=gen, dtype=torch.float64)
+    y = x @ w + 0.01 * torch.randn(300, generator=gen, dtype=torch.float64)
+    fit = feature_ridge(lambda xb: xb, x, y, lambdas=[1e-6], chunk=64)
+    assert torch.allclose(fit.weights, torch.linalg.lstsq(x, y).solution, atol=1e-6)
+    dual = kernel_ridge(x @ x.T, y, lambdas=[1e-6])
+    assert torch.allclose(x.T @ dual.weights, fit.weights, atol=1e-4)
+    # a near-noiseless linear target prefers the smallest strength on the grid
+    assert feature_ridge(lambda xb: xb, x, y).lam <= 1e-4
+    # pure noise prefers a big one
+    noise = torch.randn(300, generator=gen, dtype=torch.float64)
+    assert feature_ridge(lambda xb: xb, x, noise).lam >= 1
+
+
+def test_float32_gram_products_agree_when_well_posed():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(5000, 6, generator=gen, dtype=torch.float64)
+    y = x[:, 0] * x[:, 1] + 0.1 * torch.randn(5000, generator=gen, dtype=torch.float64)
+    phi = HermiteFeatures(6, 2)
+    fits = []
+    for dt in (torch.float64, torch.float32):
+        ne = NormalEquations(phi.count, compute_dtype=dt)
+        ne.add(phi(x), y)
+        fits.append(ne.solve([1e-4]).weights)
+    assert (fits[0] - fits[1]).abs().max() < 1e-5 and (fits[0] - fits[1]).abs().max() > 0
 
 
 # ---- the layerwise network -------------------------------------------------------------------
@@ -122,6 +302,59 @@ def test_stage1_ridge_recovers_p_up_to_scale(q, spectrum, least):
     assert mse < 0.1  # and the outer layer then fits g on top of it
 
 
+def test_hinge_eval_equals_the_outer_features():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(5000, generator=gen, dtype=torch.float64) * 3
+    a = torch.randn(300, generator=gen, dtype=torch.float64)
+    a[:5] = 0.0                                            # flat units: constants
+    b = torch.randn(300, generator=gen, dtype=torch.float64)
+    c = torch.randn(300, generator=gen, dtype=torch.float64)
+    direct = outer_features(g, a, b) @ torch.cat([c, torch.tensor([0.3, -1.2], dtype=torch.float64)])
+    assert (hinge_eval(g, a, b, c, 0.3, -1.2) - direct).abs().max() < 1e-10
+
+
+def test_stream_score_streams_mse_and_correlation():
+    gen = torch.Generator().manual_seed(1)
+    h, p = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen)
+    pred, f = h + 0.5 * torch.randn(1000, generator=gen), -(p + torch.randn(1000, generator=gen))
+    sc = StreamScore()
+    for i in range(0, 1000, 300):
+        sc.add(pred[i:i + 300], h[i:i + 300], f[i:i + 300], p[i:i + 300])
+    h64 = h.double()
+    assert sc.mse() == pytest.approx(float(((pred.double() - h64) ** 2).mean() / h64.var(unbiased=False)), rel=1e-9)
+    assert sc.corr() == pytest.approx(abs(correlation(f, p)), rel=1e-9)
+
+
+def test_layerwise_path_equals_the_in_memory_protocol():
+    """layerwise_path (streamed, every n from one pass) with the network's own random
+    features gives the same network as fit_layerwise on the same samples."""
+    d, t = 4, make_target("quadratic", 4, 2, 3, seed=2)
+    net = ThreeLayerNet(d, 16, 60, "square").double()
+    init_layerwise(net, torch.Generator().manual_seed(5))
+    V, s = net.V.detach().double(), net.s.detach().double()
+    x1, _, h1 = t.sample(900, 10)
+    x2, _, h2 = t.sample(300, 11)
+    xt, pt, ht = t.sample(2000, 12)
+
+    def chunks(data, size=128):
+        return lambda a, b: ((data[0][i:min(i + size, b)], data[1][i:min(i + size, b)])
+                             for i in range(a, b, size))
+    res = layerwise_path(lambda x: (x @ V.T + s) ** 2, 16, [(400, 100), (900, 300)],
+                         chunks((x1, h1)), chunks((x2, h2)),
+                         lambda: ((xt[i:i + 500], pt[i:i + 500], ht[i:i + 500]) for i in range(0, 2000, 500)),
+                         net.a.detach().double(), net.b.detach().double(), loo_rows=8192)
+    for (n1, n2), r in zip([(400, 100), (900, 300)], res):
+        ref = ThreeLayerNet(d, 16, 60, "square").double()
+        ref.load_state_dict(net.state_dict())
+        fit_layerwise(ref, x1[:n1], h1[:n1], x2[:n2], h2[:n2])
+        with torch.no_grad():
+            mse = float(((ref(xt) - ht) ** 2).mean() / ht.var(unbiased=False))
+            corr = abs(correlation(ref.feature(xt), pt))
+        assert r["test_mse"] == pytest.approx(mse, rel=1e-7)
+        assert r["corr"] == pytest.approx(corr, rel=1e-7)
+    assert res[1]["test_mse"] < res[0]["test_mse"]
+
+
 def test_mup_init_scales():
     net = ThreeLayerNet(8, 64, 1000, "cube")
     init_mup(net, torch.Generator().manual_seed(0))
@@ -131,7 +364,7 @@ def test_mup_init_scales():
     assert float(net.w.detach()) == 0 and float(net.c0.detach()) == 0
 
 
-# ---- kernels and ridge -----------------------------------------------------------------------
+# ---- kernels ------------------------------------------------------------------------------------
 
 def test_ntk_closed_form_matches_wide_network():
     gen = torch.Generator().manual_seed(0)
@@ -157,25 +390,24 @@ def test_ntk_known_values():
     assert float(relu_ntk(x, x)) == pytest.approx(0.25 + 0.25)
     y = torch.tensor([[-1.0, 0.0, 0.0]], dtype=torch.float64)  # x~ . y~ = 0: theta = pi/2
     assert float(relu_ntk(x, y)) == pytest.approx(0.5 / (2 * math.pi))
+    # theta = pi/3 (x~ . y~ = |x~||y~| / 2): both = |x~||y~| (sin + (2pi/3) cos) / 2pi
+    z = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)    # x~ . z~ = 1/4, norms^2 1/2
+    theta = math.pi / 3
+    both = 0.5 * (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
+    assert float(relu_ntk(x, z)) == pytest.approx(both + 0.25 * (math.pi - theta) / (2 * math.pi), rel=1e-12)
 
 
-def test_ridge_primal_and_dual_agree_and_select():
+def test_ntk_regression_interpolates_and_streams():
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 5, generator=gen, dtype=torch.float64)
-    w = torch.randn(5, generator=gen, dtype=torch.float64)
-    y = x @ w + 0.01 * torch.randn(300, generator=gen, dtype=torch.float64)
-    fit = feature_ridge(lambda xb: xb, x, y, lambdas=[1e-6], chunk=64)
-    assert torch.allclose(fit.weights, torch.linalg.lstsq(x, y).solution, atol=1e-6)
-    dual = kernel_ridge(x @ x.T, y, lambdas=[1e-6])
-    assert torch.allclose(x.T @ dual.weights, fit.weights, atol=1e-4)
-    # a near-noiseless linear target prefers the smallest strength on the grid
-    assert feature_ridge(lambda xb: xb, x, y).lam <= 1e-4
-    # pure noise prefers a big one
-    noise = torch.randn(300, generator=gen, dtype=torch.float64)
-    assert feature_ridge(lambda xb: xb, x, noise).lam >= 1
+    x = torch.randn(80, 3, generator=gen, dtype=torch.float64)
+    y = x[:, 0] ** 2
+    pred, kind = ntk_regression(x, y, x, exact_max_n=100, rf_features=64, gen=gen, lambdas=[1e-10])
+    assert kind == "exact" and (pred - y).abs().max() < 1e-4   # the kernel is positive definite
+    _, kind = ntk_regression(x, y, x, exact_max_n=10, rf_features=64, gen=gen)
+    assert kind == "features"
 
 
-# ---- n* and the slope --------------------------------------------------------------------------
+# ---- n*, the slope, the collapse ----------------------------------------------------------------
 
 def test_n_star_interpolation():
     assert n_star([100, 400], [0.4, 0.1], 0.2) == pytest.approx(200)  # log-log halfway
@@ -184,34 +416,348 @@ def test_n_star_interpolation():
     assert n_star([100, 400, 1600], [None, 0.4, 0.1], 0.2) == pytest.approx(800)
 
 
-def test_scaling_recovers_known_exponent():
-    # error = (n / d^2)^-1: n* = 5 d^2 at target 0.2; seeds differ by a constant factor
-    points = [{"learner": "a", "d": d, "n": n, "seed": s,
-               "test_mse": (1 + 0.05 * s) * d ** 2 / n, "corr": None}
-              for d in (8, 16, 32) for s in range(3) for n in [d ** 2 * 2 ** i for i in range(6)]]
-    stars, slope = scaling(points, "a", 0.2, bootstrap=200)
-    assert stars[8] == pytest.approx(5.25 * 64, rel=1e-9)
+def _records(learner, exponent, dims=(8, 16, 32), seeds=3, steps=range(6), factors=None,
+             regime="headline", corr=None):
+    """error = f(d, s) d^exponent / n on the grid n = d^exponent 2^i: n* = 5 f d^exponent
+    (the median seed has f = 1.05)."""
+    factor = factors or (lambda d, s: 1 + 0.05 * s)
+    return [{"regime": regime, "learner": learner, "d": d, "replicate": s, "seed": 1000 + s,
+             "n": int(round(d ** exponent * 2 ** i)), "test_mse": factor(d, s) * 2.0 ** -i,
+             "corr": corr(d, s, i) if corr else None, "seconds": 0.0, "status": "completed"}
+            for d in dims for s in range(seeds) for i in steps]
+
+
+def test_scaling_recovers_known_exponent_on_the_median():
+    points = _records("a", 2)
+    stars, slope = scaling(points, "headline", "a", 0.2, bootstrap=200)
+    assert stars[8] == pytest.approx(5.25 * 64, rel=1e-9)           # the median seed: f = 1.05
     assert slope["value"] == pytest.approx(2.0, abs=1e-9)
+    assert slope["local"] == pytest.approx([2.0, 2.0])
     # seeds are resampled per d, so the interval is narrow but not a point
-    assert 1.85 < slope["low"] <= 2.0 <= slope["high"] < 2.15
-    stars, slope = scaling(points, "a", 0.001, bootstrap=10)
+    assert 1.85 < slope["low"] <= 2.0 <= slope["high"] < 2.15 and slope["censored"] == 0
+    low8, high8 = slope["n_star_interval"][8]
+    assert 5 * 64 - 1e-9 <= low8 <= stars[8] <= high8 <= 5 * 1.1 * 64 + 1e-9   # within the seeds' n*
+    # one wild seed moves a mean but not the median
+    wild = points + [dict(r, seed=9, replicate=9, test_mse=r["test_mse"] * 50)
+                     for r in points if r["seed"] == 1000]
+    stars, slope = scaling(wild, "headline", "a", 0.2, bootstrap=0)
+    assert stars[8] == pytest.approx(5 * 1.075 * 64, rel=1e-9) and slope["low"] is None  # (1.05 + 1.1) / 2
+    stars, slope = scaling(points, "headline", "a", 0.001, bootstrap=10)
     assert slope is None and stars[8] is None
 
 
-def test_combine_pools_a_sweep_over_d(tmp_path):
-    from quadrun.experiments.hierpoly import combine
-    for job, d in enumerate((8, 16, 32)):  # one job per d, as the paper sweep runs
-        points = [{"learner": "a", "d": d, "n": n, "seed": s, "test_mse": d ** 2 / n, "corr": None}
-                  for s in range(2) for n in [d ** 2 * 2 ** i for i in range(6)]]
-        (tmp_path / str(job)).mkdir()
-        (tmp_path / str(job) / "summary.json").write_text(json.dumps(
-            {"status": "completed", "experiment": "hierpoly", "points": points,
-             "target_error": 0.2, "k": 2}))
-    out = combine(tmp_path)
-    assert out["runs"] == 3 and out["slope"]["a"]["value"] == pytest.approx(2.0)
+def test_scaling_counts_censored_resamples():
+    # at d = 32 one seed of three never reaches the target: the median still does (2 of 3),
+    # but resamples with two copies of that seed do not: they count as +inf
+    f = lambda d, s: 100.0 if (d == 32 and s == 0) else 1.0
+    stars, slope = scaling(_records("a", 2, factors=f), "headline", "a", 0.2, bootstrap=400)
+    assert stars[32] is not None and slope["value"] == pytest.approx(2.0)
+    # about 7/27 of the resamples draw that seed twice or more: the upper end is open
+    assert 50 < slope["censored"] < 160 and slope["high"] == math.inf
+
+
+def test_collapse_statistic():
+    r = hierpoly.Config().headline
+    same = lambda d, s, i: min(1.0, 0.3 + 0.1 * i + 0.01 * s)       # depends on n/d^k only
+    recs = _records("layerwise", 2, corr=same, steps=range(5))        # n / d^2 = 1, 2, 4, 8, 16
+    s = collapse(recs, "headline", "layerwise", r, bootstrap=100)
+    # the seeds differ by 0.01 each: resampled medians move by up to 0.02
+    assert s["value"] == pytest.approx(0.0, abs=1e-12) and s["high"] == pytest.approx(0.02, abs=1e-9)
+    shifted = lambda d, s, i: min(1.0, 0.3 + 0.1 * i + 0.01 * s + (0.2 if d == 32 else 0.0))
+    s = collapse(_records("layerwise", 2, corr=shifted, steps=range(5)), "headline", "layerwise", r, 100)
+    assert s["value"] == pytest.approx(0.2, abs=1e-9) and s["low"] > 0.15
+    assert collapse(_records("layerwise", 2, dims=(8,), corr=same), "headline", "layerwise", r, 10) is None
+
+
+# ---- cells and shared passes ----------------------------------------------------------------------
+
+def test_cells_order_dedupe_caps_and_seeds():
+    c = hierpoly.Config(regimes=["separation"], separation=hierpoly.RegimeConfig(
+        dims=[4, 6], ratios=[1, 1.01, 2], seeds=2, seeds_at_largest_d=1,
+        learners=["layerwise", "kernel"]), kernel=hierpoly.KernelConfig(max_n=40))
+    keys = [(x["learner"], x["d"], x["replicate"], x["n"]) for x in hierpoly.cells(c)]
+    # n = 16 (1 and 1.01 round to the same n: one cell), 32; 36, 72; kernel only n <= 40;
+    # one replicate at the largest d
+    assert keys == [("layerwise", 4, 0, 16), ("layerwise", 4, 0, 32), ("kernel", 4, 0, 16),
+                    ("kernel", 4, 0, 32), ("layerwise", 4, 1, 16), ("layerwise", 4, 1, 32),
+                    ("kernel", 4, 1, 16), ("kernel", 4, 1, 32),
+                    ("layerwise", 6, 0, 36), ("layerwise", 6, 0, 72), ("kernel", 6, 0, 36)]
+    assert list(hierpoly.cells(c)[0]) == ["regime", "learner", "d", "replicate", "n"]
+    # the cpu scale: 15 ratios x (4 d x 5 seeds) x 2 learners in separation; headline 9
+    # ratios at d = 8, 16, 32 (5 seeds), 7 at d = 64 (n <= 2^18, 3 seeds)
+    counts = {}
+    for x in hierpoly.cells(hierpoly.Config()):
+        counts[(x["regime"], x["learner"])] = counts.get((x["regime"], x["learner"]), 0) + 1
+    assert counts == {("separation", "layerwise"): 15 * 20, ("separation", "hermite_kernel"): 15 * 20,
+                      ("headline", "layerwise"): 9 * 15 + 7 * 3}
+
+
+def test_torch_free_names_match_the_library():
+    from quadrun.data import polynomials
+    from quadrun.nn.hierarchical import SIGMA1
+    assert (hierpoly.INNER, hierpoly.OUTER, hierpoly.SPECTRA) == \
+        (polynomials.INNER, polynomials.OUTER, polynomials.SPECTRA)
+    assert sorted(hierpoly.SIGMA1) == sorted(SIGMA1)
+
+
+class _Ctx:
+    """What measure uses of a RunContext: runtime seed, device, shared memo, stop flag."""
+
+    def __init__(self, seed=0):
+        from types import SimpleNamespace
+        self.runtime = SimpleNamespace(seed=seed, device=torch.device("cpu"))
+        self.device = self.runtime.device
+        self.memo, self.built, self.stop_requested = {}, [], False
+
+    def shared(self, key, build):
+        if key not in self.memo:
+            self.built.append(key[1:])
+            self.memo[key] = build()
+        return self.memo[key]
+
+
+def _small(**regime):
+    base = dict(dims=[4], ratios=[4, 8, 16], seeds=1, learners=["layerwise", "hermite_kernel", "kernel"])
+    return hierpoly.Config(regimes=["separation"], n_test=3000,
+                           separation=hierpoly.RegimeConfig(**{**base, **regime}),
+                           layerwise=hierpoly.LayerwiseConfig(width2=50),
+                           kernel=hierpoly.KernelConfig(exact_max_n=200, rf_features=64))
+
+
+def test_measure_one_pass_serves_every_n():
+    c = _small()
+    ctx = _Ctx()
+    recs = [{**cell, **hierpoly.measure(c, cell, ctx)} for cell in hierpoly.cells(c)]
+    seed = hierpoly.derive_seed(0, "hierpoly", "separation", "replicate", 0)
+    built = [b[0] for b in ctx.built]
+    # one target, one pass per streamed learner (not one per n), nothing for the kernel
+    assert built == ["target", "path", "path"]
+    assert sorted(k[1] for k in ctx.memo) == ["path", "target"]         # the older path dropped
+    assert {r["seed"] for r in recs} == {seed} and len(recs) == 9
+    for r in recs:
+        assert r["status"] == "completed" and 0 <= r["test_mse"] < 2, r
+        assert (r["corr"] is None) == (r["learner"] != "layerwise")
+    lw = [r for r in recs if r["learner"] == "layerwise"]
+    assert lw[-1]["corr"] > lw[0]["corr"] > 0.3
+    # the degree-kq Hermite kernel holds h exactly: noiseless interpolation once n > C(4 + 6, 6)
+    hk = {r["n"]: r["test_mse"] for r in recs if r["learner"] == "hermite_kernel"}
+    assert hk[256] < 1e-4 and hk[64] > 0.1
+    # the same cell in another run seed draws other data
+    other = hierpoly.measure(c, hierpoly.cells(c)[0], _Ctx(seed=1))
+    assert other["seed"] != seed and other["test_mse"] != recs[0]["test_mse"]
+
+
+def test_measure_random_features_and_stop():
+    from quadrun.training import Interrupted
+    c = _small(learners=["layerwise"])
+    c.layerwise.features = "random"
+    ctx = _Ctx()
+    rec = hierpoly.measure(c, hierpoly.cells(c)[-1], ctx)
+    assert rec["status"] == "completed" and rec["test_mse"] < 1.5 and rec["corr"] > 0.3
+    ctx = _Ctx()
+    ctx.stop_requested = True
+    with pytest.raises(Interrupted):
+        hierpoly.measure(c, hierpoly.cells(c)[0], ctx)
+
+
+# ---- claims on constructed records ------------------------------------------------------------
+
+def _cfg(**regime):
+    r = hierpoly.RegimeConfig(**regime)        # k = 2, q = 3, target 0.2
+    return hierpoly.Config(regimes=["headline"], headline=r, bootstrap=200)
+
+
+def _verdicts(records, cfg=None):
+    return {c["id"]: c for c in hierpoly.claims(records, cfg or _cfg())}
+
+
+def test_claim_dk_holds_and_fails():
+    c = _verdicts(_records("layerwise", 2))["headline.layerwise_dk"]
+    assert c["verdict"] == "holds", c
+    assert c["values"]["slope"]["value"] == pytest.approx(2.0, abs=1e-9)
+    assert "slope 2 [" in c["measured"]
+    c = _verdicts(_records("layerwise", 3))["headline.layerwise_dk"]
+    assert c["verdict"] == "fails" and "above k = 2" in c["why"], c
+    assert c["values"]["slope"]["low"] > 2.8
+    c = _verdicts(_records("layerwise", 1))["headline.layerwise_dk"]
+    assert c["verdict"] == "fails" and "below k = 2" in c["why"]
+
+
+def test_claim_dk_uses_joint_when_there_is_no_layerwise():
+    c = _verdicts(_records("joint", 2) + _records("kernel", 4))["headline.layerwise_dk"]
+    assert c["verdict"] == "holds" and c["values"]["learner"] == "joint"
+    assert c["measured"].startswith("joint: n*")
+
+
+def test_claim_dk_inconclusive():
+    # one seed per d: no spread to build an interval from
+    c = _verdicts(_records("layerwise", 2, seeds=1))["headline.layerwise_dk"]
+    assert c["verdict"] == "inconclusive" and "one seed" in c["why"]
+    # already below the target at the first n of d = 8: n* there is only an upper bound
+    recs = _records("layerwise", 2, dims=(16, 32)) + _records("layerwise", 2, dims=(8,), steps=range(3, 6))
+    c = _verdicts(recs)["headline.layerwise_dk"]
+    assert c["verdict"] == "inconclusive" and "upper bound" in c["why"] and "d = 8" in c["why"]
+    # seeds that disagree by a factor 400 between d: the interval holds both k = 2 and kq = 6
+    wild = lambda d, s: {(16, 0): 0.05, (16, 1): 20, (32, 0): 20, (32, 1): 0.05}[(d, s)]
+    c = _verdicts(_records("layerwise", 2, dims=(16, 32), seeds=2, steps=range(-6, 12),
+                           factors=wild))["headline.layerwise_dk"]
+    low, high = c["values"]["slope"]["low"], c["values"]["slope"]["high"]
+    assert low < 2 < 6 < high
+    assert c["verdict"] == "inconclusive" and "too wide" in c["why"], c
+
+
+def test_claim_dk_not_measured():
+    c = _verdicts(_records("kernel", 4))["headline.layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "hierpoly.headline.learners" in c["why"]
+    c = _verdicts(_records("layerwise", 2, dims=(8,)))["headline.layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "at least 2 dimensions" in c["why"]
+    # the grid stops before the target at d = 32 (median errors 1.05 ... 0.2625 > 0.2)
+    recs = _records("layerwise", 2, dims=(8, 16)) + _records("layerwise", 2, dims=(32,), steps=range(3))
+    c = _verdicts(recs)["headline.layerwise_dk"]
+    assert c["verdict"] == "not_measured" and "not reached" in c["why"] and "d = 32" in c["why"]
+    assert "d=32: median error 0.263 at the largest n = 4096" in c["measured"]
+    # a regime of hierpoly.regimes without records at all
+    c = _verdicts([], _cfg())["headline.layerwise_dk"]
+    assert c["verdict"] == "not_measured"
+
+
+def test_claim_kernel_slope_and_more():
+    net = _records("layerwise", 2)
+    cs = _verdicts(net + _records("hermite_kernel", 4))
+    assert cs["headline.kernel_slope"]["verdict"] == "holds", cs["headline.kernel_slope"]
+    assert cs["headline.kernel_more"]["verdict"] == "holds"
+    assert cs["headline.kernel_slope"]["values"]["slope"]["value"] == pytest.approx(4.0, abs=1e-9)
+    cs = _verdicts(net + _records("hermite_kernel", 1))
+    assert cs["headline.kernel_slope"]["verdict"] == "fails" and "below 2" in cs["headline.kernel_slope"]["why"]
+    assert cs["headline.kernel_more"]["verdict"] == "fails"
+    cs = _verdicts(net + _records("hermite_kernel", 2.05))
+    assert cs["headline.kernel_slope"]["verdict"] == "inconclusive"
+    assert cs["headline.kernel_more"]["verdict"] == "inconclusive" and "overlap" in cs["headline.kernel_more"]["why"]
+    # two kernel learners: one pair of claims each
+    cs = _verdicts(net + _records("hermite_kernel", 4) + _records("kernel", 4))
+    assert {"headline.kernel_slope[hermite_kernel]", "headline.kernel_slope[kernel]",
+            "headline.kernel_more[kernel]"} <= set(cs)
+    # no kernel in the headline regime: no kernel claims; the separation regime always has them
+    assert not any("kernel" in k for k in _verdicts(net))
+    sep = hierpoly.Config(regimes=["separation"], bootstrap=50)
+    cs = _verdicts(_records("layerwise", 2, regime="separation"), sep)
+    assert cs["separation.kernel_slope"]["verdict"] == "not_measured"
+    assert "hierpoly.separation.learners" in cs["separation.kernel_slope"]["why"]
+
+
+def test_claim_kernel_not_reached_is_evidence_but_inconclusive():
+    net = _records("layerwise", 2)
+    kern = _records("kernel", 4, dims=(8, 16)) + _records("kernel", 4, dims=(32,), steps=range(2))
+    cs = _verdicts(net + kern)
+    c = cs["headline.kernel_more"]
+    assert c["verdict"] == "inconclusive"
+    assert "does not reach the target inside its grid at d = 32" in c["why"]
+    assert "kernel: n* d=8:" in c["measured"] and "d=32: median error 0.525 at the largest n" in c["measured"]
+    assert cs["headline.kernel_slope"]["verdict"] == "not_measured"
+    c = _verdicts(net + _records("kernel", 4, dims=(8, 16)))["headline.kernel_more"]
+    assert c["verdict"] == "inconclusive" and "d=32: no cells" in c["measured"]
+
+
+def test_claim_feature_collapse():
+    same = lambda d, s, i: min(1.0, 0.3 + 0.1 * i + 0.01 * s)
+    c = _verdicts(_records("layerwise", 2, corr=same))["headline.feature_collapse"]
+    assert c["verdict"] == "holds" and c["values"]["value"] == pytest.approx(0.0, abs=1e-12), c
+    # d = 32 lies 0.3 higher at every n/d^k: the curves do not collapse
+    far = lambda d, s, i: min(1.0, 0.3 + 0.1 * i + 0.01 * s) - (0.3 if d == 32 else 0.0)
+    c = _verdicts(_records("layerwise", 2, corr=far))["headline.feature_collapse"]
+    assert c["verdict"] == "fails" and "differ" in c["why"], c
+    # seeds that disagree by 0.2: the interval straddles the bound
+    noisy = lambda d, s, i: 0.5 + (0.1 if (d == 32 and s == 0) else 0.0) - (0.15 if (d == 32 and s == 1) else 0.0)
+    c = _verdicts(_records("layerwise", 2, corr=noisy, seeds=3))["headline.feature_collapse"]
+    assert c["values"]["low"] < 0.1 < c["values"]["high"] and c["verdict"] == "inconclusive", c
+    c = _verdicts(_records("layerwise", 2, dims=(8,), corr=same))["headline.feature_collapse"]
+    assert c["verdict"] == "not_measured"
+
+
+def test_report_pools_a_sweep_over_d(tmp_path):
+    """One job per d, as the paper sweep runs: quadrun-report pools them into one study
+    (hierpoly.paper.dims is a POOL key) and decides the slope across the jobs."""
+    from quadrun import report
+    for job, d in enumerate((8, 16, 32)):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            f"- experiment=hierpoly\n- scale=paper\n- hierpoly.paper.dims=[{d}]\n")
+        (folder / "config.yaml").write_text(
+            f"experiment: hierpoly\nseed: 0\nhierpoly:\n  regimes: [paper]\n  bootstrap: 200\n"
+            f"  paper:\n    k: 2\n    dims: [{d}]\n")
+        same = lambda d, s, i: min(1.0, 0.3 + 0.1 * i)
+        recs = _records("joint", 2, dims=(d,), regime="paper", corr=same) + \
+            _records("kernel", 4, dims=(d,), regime="paper")
+        (folder / "summary.json").write_text(json.dumps(
+            {"status": "completed", "experiment": "hierpoly", "seed": 0, "records": recs,
+             "record_keys": ["regime", "learner", "d", "replicate", "n"]}))
+    out = report.build([tmp_path], quiet=True)
+    assert len(out["studies"]) == 1
+    verdicts = {c["id"]: c["verdict"] for c in out["claims"]}
+    assert verdicts == {"paper.layerwise_dk": "holds", "paper.kernel_slope": "holds",
+                        "paper.kernel_more": "holds", "paper.feature_collapse": "holds"}
+    # one job alone cannot fit a slope
+    alone = report.build([tmp_path / "0"], out=tmp_path / "alone", quiet=True)
+    assert {c["verdict"] for c in alone["claims"]} == {"not_measured"}
+
+
+def test_summarize_and_figures():
+    same = lambda d, s, i: min(1.0, 0.3 + 0.1 * i)
+    recs = _records("layerwise", 2, corr=same) + _records("hermite_kernel", 4, dims=(8, 16))
+    cfg = _cfg()
+    s = hierpoly.summarize(recs, cfg)
+    assert s["target_error"] == {"headline": 0.2}
+    got = s["regimes"]["headline"]
+    assert got["layerwise"]["n_star"][16] == pytest.approx(5.25 * 256)
+    assert got["layerwise"]["slope"]["value"] == pytest.approx(2.0)
+    assert got["hermite_kernel"]["slope"]["value"] == pytest.approx(4.0)
+    saved = []
+    hierpoly.figures(recs, cfg, lambda fig, name: saved.append(name))
+    assert saved == ["headline_error_vs_n_over_dk", "headline_corr_vs_n_over_dk", "headline_nstar_vs_d"]
 
 
 # ---- the CLI ---------------------------------------------------------------------------------
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from quadrun import registry
+    from quadrun.cli import config_dir
+    from quadrun.schema import register
+    experiments = registry.load_all()
+    register(experiments)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=list(overrides)), experiments
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_config_keys_regimes_and_scales():
+    from omegaconf import open_dict
+    from quadrun.schema import validate
+    cfg, experiments = _compose("experiment=hierpoly", "hierpoly.joint.train.lr=0.01",
+                                "hierpoly.relu2.train.epochs=7", "hierpoly.headline.dims=[8,16]")
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    validate(cfg, experiments)
+    h = cfg.hierpoly
+    assert h.joint.train.lr == 0.01 and h.relu2.train.epochs == 7 and list(h.headline.dims) == [8, 16]
+    assert list(h.regimes) == ["separation", "headline"] and h.n_test == 100_000
+    assert (h.separation.k, h.separation.q, h.separation.outer, h.separation.spectrum) == \
+        (2, 2, "linear_hermite", "projection")
+    assert (h.headline.q, h.headline.outer, max(h.separation.dims)) == (3, "power", 12)
+    with pytest.raises(Exception, match=r"Key 'lr' is not in struct|hierpoly\.joint\.lr"):
+        _compose("experiment=hierpoly", "hierpoly.joint.lr=0.01")
+    # the paper scale: the paper regime, its joint training through its own TrainConfig
+    cfg, _ = _compose("experiment=hierpoly", "scale=paper")
+    h = cfg.hierpoly
+    assert list(h.regimes) == ["paper"] and (h.joint.train.epochs, h.joint.train.lr) == (100, 0.01)
+    assert (h.paper.inner, h.paper.k, h.paper.q, list(h.paper.dims)) == ("hermite_sum", 3, 3, [16, 24, 32, 40])
+    assert list(h.paper.learners) == ["joint", "kernel"]
+
 
 def test_smoke_cli(cli):
     r = cli("experiment=hierpoly", "scale=smoke", "threads=1")
@@ -220,24 +766,44 @@ def test_smoke_cli(cli):
     run = run_folders(cli.cwd, "hierpoly")[-1]
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed"
-    learners = {"layerwise", "joint", "kernel", "relu2"}
-    assert {p["learner"] for p in s["points"]} == learners
-    assert len(s["points"]) == 4 * 2 * 3 * 2  # learners x dims x ratios x replicates
-    for p in s["points"]:
-        assert set(p) == {"learner", "d", "n", "seed", "test_mse", "corr"}
-        assert p["test_mse"] is None or p["test_mse"] > 0
-        assert (p["corr"] is None) == (p["learner"] in ("kernel", "relu2"))
-    assert set(s["slope"]) == learners
-    for v in s["slope"].values():
-        assert v is None or set(v) == {"value", "low", "high"}
-    assert (run / "plots" / "error_vs_n_over_dk.png").exists()
-    assert (run / "plots" / "nstar_vs_d.png").exists()
-    assert (run / "table.md").exists()
-    # every point is a stage: a rerun into the folder recomputes nothing
+    assert s["record_keys"] == ["regime", "learner", "d", "replicate", "n"]
+    got = {(p["regime"], p["learner"]) for p in s["records"]}
+    assert got == {("separation", "layerwise"), ("separation", "hermite_kernel"),
+                   ("headline", "layerwise"), ("headline", "relu2"),
+                   ("paper", "joint"), ("paper", "kernel")}
+    # separation 2 learners x 2 d x 2 seeds x 5 n; headline 2 x 2 x 2 x 3; paper 2 x 2 x 2 x 2
+    assert len(s["records"]) == 40 + 24 + 16
+    for p in s["records"]:
+        assert set(p) == {"regime", "learner", "d", "replicate", "n", "seed", "test_mse", "corr",
+                          "seconds", "status"}
+        assert p["test_mse"] is None or p["test_mse"] >= 0
+        assert (p["corr"] is None) == (p["learner"] not in ("layerwise", "joint")) or p["status"] != "completed"
+    joint = [p for p in s["records"] if p["learner"] == "joint"]
+    assert all(p["status"] == "completed" and 0 <= p["corr"] <= 1 for p in joint)
+    assert len({p["seed"] for p in s["records"]}) == 6        # 2 replicates x 3 regimes
+    assert set(s["regimes"]) == {"separation", "headline", "paper"}
+    for regime in s["regimes"].values():
+        for v in regime.values():
+            assert v["slope"] is None or {"value", "low", "high"} <= set(v["slope"])
+    ids = [c["id"] for c in s["claims"]]
+    assert ids == ["separation.layerwise_dk", "separation.kernel_slope", "separation.kernel_more",
+                   "separation.feature_collapse", "headline.layerwise_dk", "headline.feature_collapse",
+                   "paper.layerwise_dk", "paper.kernel_slope", "paper.kernel_more",
+                   "paper.feature_collapse"]
+    assert all(c["verdict"] in ("holds", "fails", "inconclusive", "not_measured") for c in s["claims"])
+    for name in ("separation_error_vs_n_over_dk", "separation_corr_vs_n_over_dk",
+                 "separation_nstar_vs_d", "paper_corr_vs_n_over_dk"):
+        assert (run / "plots" / f"{name}.png").exists(), name
+    md = (run / "report" / "table.md").read_text()
+    assert md.index("Claims: hierpoly") < md.index("hierpoly: records")
+    assert "separation.layerwise_dk" in md
+    # every cell is a stage: a rerun into the folder recomputes nothing
     stages = json.loads((run / "stages.json").read_text())["stages"]
-    assert len(stages) == len(s["points"])
+    assert len(stages) == len(s["records"])
 
 
 def test_bad_config_is_one_line(cli):
-    r = cli("experiment=hierpoly", "scale=smoke", "hierpoly.k=3")
-    assert r.returncode == 2 and "hierpoly.k" in r.stderr and "Traceback" not in r.stderr
+    r = cli("experiment=hierpoly", "scale=smoke", "hierpoly.headline.k=3")
+    assert r.returncode == 2 and "hierpoly.headline.k" in r.stderr and "Traceback" not in r.stderr
+    r = cli("experiment=hierpoly", "hierpoly.separation.dims=[20]")
+    assert r.returncode == 2 and "max_features" in r.stderr and "Traceback" not in r.stderr

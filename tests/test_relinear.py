@@ -1,7 +1,9 @@
 """ReLinear ablation: (Q)ResNet maths and sizes, strategy parameter groups, batched
-augmentation, collapse detection, the sweep config, and a smoke run through the CLI."""
+augmentation, collapse detection, the claims on constructed records, figures, the sweep
+config, the ablation report, and a smoke run through the CLI."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from types import SimpleNamespace
@@ -184,17 +186,226 @@ def test_batch_statistics_leave_running_stats_alone():
 
 
 def test_collapse_rule():
-    hist = [{"epoch": e, "test/acc": a} for e, a in [(1, 10.5), (2, 60.0), (10, 90.0)]]
-    # the first 10% of training is ignored: epoch 1 of 20, but not epoch 1 of 10
-    assert rl.collapse(hist, "completed", epochs=20, chance=10.0) is None
-    assert rl.collapse(hist, "completed", epochs=10, chance=10.0).startswith("test accuracy 10.5%")
-    late = hist + [{"epoch": 11, "test/acc": 11.9}]  # a late collapse counts too
-    assert "epoch 11" in rl.collapse(late, "completed", epochs=20, chance=10.0)
-    assert rl.collapse(hist, "diverged", epochs=10, chance=10.0) == "non-finite training loss"
-    assert rl.collapse([{"epoch": 5, "test/acc": 12.1}], "completed", 10, 10.0) is None
+    hist = [{"epoch": e, "test/acc": a} for e, a in
+            [(1, 10.5), (2, 60.0), (9, 11.0), (10, 90.0), (12, 91.0)]]
+    # evaluations before collapse_epochs are not judged: a slow start is no collapse
+    assert rl.collapse(hist, "completed", 12, 10.0, min_epochs=10, margin=2.0) == (False, None, None)
+    # from collapse_epochs on, an accuracy within the margin of chance is a collapse
+    flag, reason, at = rl.collapse(hist, "completed", 12, 10.0, min_epochs=9, margin=2.0)
+    assert (flag, at) == (True, 9) and reason.startswith("test accuracy 11.0% at epoch 9")
+    late = hist + [{"epoch": 13, "test/acc": 11.9}]  # a late collapse counts too
+    assert rl.collapse(late, "completed", 13, 10.0, 10, 2.0)[:3:2] == (True, 13)
+    assert rl.collapse(late, "completed", 13, 10.0, 10, 1.5) == (False, None, None)  # 11.9 > 11.5
+    nan = hist + [{"epoch": 13, "test/acc": float("nan")}]
+    assert rl.collapse(nan, "completed", 13, 10.0, 10, 2.0)[0] is True
+    # too short to judge: null with the reason, whatever the accuracies say
+    flag, reason, at = rl.collapse(hist[:2], "completed", 2, 10.0, 10, 2.0)
+    assert flag is None and at is None
+    assert reason == "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"
+    # a non-finite loss is a collapse at any epoch, even the first
+    assert rl.collapse([], "diverged", 1, 10.0, 10, 2.0) == \
+        (True, "non-finite training loss in epoch 1", 1)
+
+
+# -- claims on constructed records ------------------------------------------------------------------
+def _rec(strategy, seed, acc=90.0, collapsed=False, best=None, history=None, **kw):
+    """A record in measure's field order."""
+    reason = {True: "test accuracy 10.0% at epoch 12 (chance 10.0%, margin 2)",
+              None: "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"}
+    r = {"strategy": strategy, "depth": 20, "form": "full", "status": "completed",
+         "seed": seed, "dataset": "digits", "train_images": 200, "test_images": 500,
+         "test/acc": acc, "test/acc_best": acc + 1 if best is None else best, "best_epoch": 28,
+         "test/acc_batchstats": acc + 2, "collapsed": collapsed,
+         "collapse_reason": reason.get(collapsed), "collapse_epoch": 12 if collapsed else None,
+         "params": 270 if strategy == "conventional" else 806}
+    if history is not None:
+        r["history"] = history
+    return {**r, **kw}
+
+
+def _runs(strategy, flags=None, accs=None):
+    """Records of one strategy: collapse flags and/or accuracies, one per seed."""
+    n = len(flags if flags is not None else accs)
+    flags = flags if flags is not None else [False] * n
+    accs = accs if accs is not None else [90.0] * n
+    return [_rec(strategy, i, acc=a, collapsed=f) for i, (f, a) in enumerate(zip(flags, accs))]
+
+
+def _claims(records):
+    return {c["id"]: c for c in rl.claims(records, rl.Config())}
+
+
+def test_fisher_one_sided_known_answers():
+    # 0/3 vs 3/3: the one table as extreme as it, 1 / C(6, 3)
+    assert rl.fisher_one_sided(0, 3, 3, 3) == pytest.approx((0.05, 1.0))
+    # 0/5 vs 4/5: P(X <= 0) = C(4,0) C(6,5) / C(10,5) = 6/252; P(X >= 0) = 1
+    assert rl.fisher_one_sided(0, 5, 4, 5) == pytest.approx((6 / 252, 1.0))
+    # 2/5 vs 3/6: both tails include the observed table; they sum to 1 + P(X = 2)
+    lo, hi = rl.fisher_one_sided(2, 5, 3, 6)
+    p2 = math.comb(5, 2) * math.comb(6, 3) / math.comb(11, 5)
+    assert lo + hi == pytest.approx(1 + p2)
+    from scipy.stats import fisher_exact
+    for k1, n1, k2, n2 in [(0, 3, 3, 3), (1, 5, 4, 5), (2, 5, 3, 6), (4, 7, 1, 6)]:
+        table = [[k1, n1 - k1], [k2, n2 - k2]]
+        assert rl.fisher_one_sided(k1, n1, k2, n2) == pytest.approx(
+            (fisher_exact(table, alternative="less")[1], fisher_exact(table, alternative="greater")[1]))
+
+
+def test_clopper_pearson_known_answers():
+    # k = 0: the upper end solves (1 - p)^n = 0.025; k = n mirrors it
+    lo, hi = rl.clopper_pearson(0, 5)
+    assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 5))
+    lo, hi = rl.clopper_pearson(5, 5)
+    assert lo == pytest.approx(0.025 ** (1 / 5)) and hi == 1
+    # 1/5: the lower end solves P(X >= 1) = 1 - (1 - p)^5 = 0.025, the upper end
+    # P(X <= 1) = (1 - p)^5 + 5 p (1 - p)^4 = 0.025; 4/5 is its mirror image
+    lo1, hi1 = rl.clopper_pearson(1, 5)
+    assert lo1 == pytest.approx(1 - 0.975 ** 0.2)
+    assert (1 - hi1) ** 5 + 5 * hi1 * (1 - hi1) ** 4 == pytest.approx(0.025)
+    assert hi1 == pytest.approx(0.7164, abs=1e-4)
+    assert rl.clopper_pearson(4, 5) == pytest.approx((1 - hi1, 1 - lo1))
+    assert rl.clopper_pearson(0, 0) == (0.0, 1.0)
+
+
+def test_collapse_claim_verdicts():
+    plain = _runs("plain", flags=[True, True, True, True, False])        # 4/5
+    fewer = _claims(plain + _runs("relinear_sg", flags=[False] * 5))     # 0/5: p = 6/252
+    c = fewer["collapse.relinear_sg"]
+    assert c["verdict"] == "holds" and c["values"]["p_fewer"] == pytest.approx(6 / 252)
+    assert c["measured"].startswith("collapsed (95 % interval): relinear_sg 0/5 [0, 0.52]; "
+                                    "plain 4/5 [0.28, 0.99]; p(fewer) 0.0238")
+    assert c["values"]["rate_high"] == pytest.approx(1 - 0.025 ** 0.2)
+    # the same counts the other way round: the ReLinear strategy collapses more
+    more = _claims(_runs("plain", flags=[False] * 5)
+                   + _runs("relinear_sw", flags=[True, True, True, True, False]))
+    assert more["collapse.relinear_sw"]["verdict"] == "fails"
+    assert more["collapse.relinear_sw"]["values"]["p_more"] == pytest.approx(6 / 252)
+    # 1/3 vs 2/3: p(fewer) = 0.5, p(more) = 0.95
+    close = _claims(_runs("plain", flags=[True, True, False])
+                    + _runs("relinear_rezero", flags=[True, False, False]))
+    assert close["collapse.relinear_rezero"]["verdict"] == "inconclusive"
+    assert close["collapse.relinear_rezero"]["values"]["p_fewer"] == pytest.approx(0.5)
+    assert "more seeds" in close["collapse.relinear_rezero"]["why"]
+    # 0/3 vs 3/3 reaches p = 0.05 exactly: holds at p <= 0.05
+    assert _claims(_runs("plain", flags=[True] * 3) + _runs("relinear_sg", flags=[False] * 3)
+                   )["collapse.relinear_sg"]["verdict"] == "holds"
+    # nothing collapsed anywhere: nothing to prevent
+    calm = _claims(_runs("plain", flags=[False] * 4) + _runs("relinear_sg", flags=[False] * 4))
+    assert calm["collapse.relinear_sg"]["verdict"] == "inconclusive"
+    assert "did not collapse" in calm["collapse.relinear_sg"]["why"]
+    # a strategy without runs, or no plain runs: not measured, naming the sweep
+    for c in (fewer["collapse.relinear_sw"], _claims(_runs("relinear_sg", flags=[False] * 5))
+              ["collapse.relinear_sg"]):
+        assert c["verdict"] == "not_measured" and rl.ABLATION in c["why"]
+    # records whose collapse could not be judged (collapsed: None) are not counted
+    unjudged = [_rec("relinear_sg", 9, collapsed=None)] + plain + _runs("relinear_sg", flags=[False] * 5)
+    c = _claims(unjudged)["collapse.relinear_sg"]
+    assert (c["values"]["runs"], c["values"]["not_judged"]) == (5, 1)
+    assert "relinear_sg 0/5 [0, 0.52], 1 not judged" in c["measured"] and c["verdict"] == "holds"
+    # only unjudged runs (a smoke-length ablation): not measured, saying why
+    short = _claims([_rec(s, i, collapsed=None) for s in ("plain", "relinear_sg") for i in range(3)])
+    c = short["collapse.relinear_sg"]
+    assert c["verdict"] == "not_measured" and "none judged" in c["why"]
+    assert "relinear.collapse_epochs" in c["why"]
+
+
+def test_accuracy_claim_verdicts():
+    conv = _runs("conventional", accs=[90.0, 91.0, 92.0])
+    better = _claims(conv + _runs("relinear_sg", accs=[94.0, 95.0, 96.0]))["accuracy.relinear_sg"]
+    # equal variances (1) and n = 3 each: Welch = pooled t, dof 4, half-width t_.975,4 * sqrt(2/3)
+    half = 2.7764451051977987 * math.sqrt(2 / 3)
+    assert better["verdict"] == "holds"
+    assert better["values"]["difference"] == pytest.approx(4.0)
+    assert (better["values"]["low"], better["values"]["high"]) == pytest.approx((4 - half, 4 + half))
+    assert better["values"]["best_difference"] == pytest.approx(4.0)
+    assert "test/acc" in better["target"] and "final eval-mode" in better["target"]
+    worse = _claims(conv + _runs("relinear_rezero", accs=[86.0, 87.0, 88.0]))["accuracy.relinear_rezero"]
+    assert worse["verdict"] == "fails" and worse["values"]["difference"] == pytest.approx(-4.0)
+    noisy = _claims(conv + _runs("relinear_sg", accs=[88.0, 93.0, 96.0]))["accuracy.relinear_sg"]
+    assert noisy["verdict"] == "inconclusive" and noisy["values"]["low"] < 0 < noisy["values"]["high"]
+    one_each = _claims(_runs("conventional", accs=[90.0]) + _runs("relinear_sg", accs=[99.0]))
+    assert one_each["accuracy.relinear_sg"]["verdict"] == "inconclusive"
+    assert one_each["accuracy.relinear_sg"]["values"]["difference"] == pytest.approx(9.0)
+    # no conventional runs: not measured
+    alone = _claims(_runs("relinear_sg", accs=[94.0, 95.0]))["accuracy.relinear_sg"]
+    assert alone["verdict"] == "not_measured" and rl.ABLATION in alone["why"]
+
+
+def test_one_run_measures_no_claim():
+    out = rl.claims([_rec("relinear_sg", 0)], rl.Config())
+    assert [c["id"] for c in out] == ["collapse.relinear_sg", "collapse.relinear_sw",
+                                      "collapse.relinear_rezero", "accuracy.relinear_sg",
+                                      "accuracy.relinear_rezero"]
+    assert all(c["verdict"] == "not_measured" and rl.ABLATION in c["why"] for c in out)
+
+
+def test_summarize_puts_the_headline_at_the_top():
+    r = _rec("plain", 0, acc=55.5, collapsed=True, status="diverged", history=[{"epoch": 1}])
+    s = rl.summarize([r], rl.Config())
+    assert s["status"] == "diverged" and s["test/acc"] == 55.5 and s["collapsed"] is True
+    assert s["strategy"] == "plain" and s["params"] == 806 and "history" not in s
+
+
+def test_figures_from_records(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = []
+
+    def save(fig, name):
+        fig.savefig(tmp_path / f"{name}.png")
+        plt.close(fig)
+        saved.append(name)
+
+    def hist(acc):
+        return [{"epoch": e, "train/loss": 2.0 / e, "test/acc": acc * e / 3,
+                 "test/acc_batchstats": acc, "norm/W_g": 0.01 * e, "norm/W_b": 0.0}
+                for e in (1, 2, 3)]
+    records = [_rec("conventional", 0, history=hist(90)), _rec("relinear_sg", 0, history=hist(92)),
+               _rec("relinear_sg", 1, history=hist(95)), _rec("plain", 0, collapsed=True)]
+    rl.figures(records, rl.Config(), save)
+    # the three curve figures (a panel per strategy with a history), then the comparison
+    assert saved == ["loss", "accuracy", "norms", "strategies"]
+    assert all((tmp_path / f"{n}.png").stat().st_size > 10_000 for n in saved)
+    saved.clear()
+    rl.figures([_rec("relinear_sg", 0, history=hist(92))], rl.Config(), save)
+    assert saved == ["loss", "accuracy", "norms"]  # one strategy: nothing to compare
+
+
+def test_strategies_figure_ranks_by_final_accuracy(tmp_path, monkeypatch):
+    """The accuracy panel orders the strategies by mean final test/acc, not by the best
+    epoch's: here relinear_sg is best at the end and conventional at its best epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ticks = []
+
+    def save(fig, name):
+        if name == "strategies":
+            ticks.append([t.get_text() for t in fig.axes[0].get_xticklabels()])
+        plt.close(fig)
+
+    records = (_runs("conventional", accs=[90.0, 91.0])
+               + [_rec("relinear_sg", i, acc=a, best=a) for i, a in enumerate([93.0, 94.0])]
+               + [_rec("plain", i, acc=a, best=99.0) for i, a in enumerate([40.0, 60.0])])
+    for r in records[:2]:
+        r["test/acc_best"] = 99.5
+    rl.figures(records, rl.Config(), save)
+    assert ticks == [["relinear_sg", "conventional", "plain"]]
 
 
 # -- configs and the CLI ---------------------------------------------------------------------------
+def test_choices_match_the_library():
+    from quadrun.data.images import DATASETS
+    from quadrun.nn.resnet import BLOCKS
+
+    assert rl.DATASETS == DATASETS and rl.DEPTHS == tuple(sorted(BLOCKS))
+
+
 def test_ablation_sweep_config():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -215,15 +426,26 @@ def test_ablation_sweep_config():
         GlobalHydra.instance().clear()
     params = cfg.hydra.sweeper.params
     assert params["relinear.strategy"].split(",") == list(rl.STRATEGIES)
-    assert params["seed"] == "0,1,2"
-    assert cfg.relinear.dataset == "digits" and cfg.scale == "cpu"
+    assert params["seed"] == "0,1,2,3,4"  # at least 5 seeds per strategy
+    # the cpu scale (the dataclass defaults): digits with headroom
+    assert cfg.scale == "cpu" and cfg.relinear.dataset == "digits"
+    assert (cfg.relinear.train_size, cfg.relinear.test_size, cfg.relinear.pad) == (200, 500, 1)
+    assert cfg.relinear.width == 8 and cfg.relinear.flip is False
+    assert cfg.relinear.collapse_epochs == 10 and cfg.relinear.download is False
+    t = cfg.relinear.train
+    assert (t.epochs, t.batch_size, list(t.milestones), t.lr, t.weight_decay) == (30, 32, [15, 25], 0.1, 1e-4)
+    assert t.epochs >= cfg.relinear.collapse_epochs  # every cpu-scale run is judged
     assert paper.hydra.sweeper.params["relinear.depth"] == "20,56,110"
-    assert paper.relinear.dataset == "cifar10" and list(paper.train.milestones) == [100, 150]
-    assert paper.train.lr == 0.1 and paper.train.batch_size == 128 and paper.train.epochs == 200
+    assert paper.relinear.dataset == "cifar10" and paper.relinear.flip is True
+    assert (paper.relinear.train_size, paper.relinear.pad, paper.relinear.width) == (0, 4, 16)
+    t = paper.relinear.train
+    assert list(t.milestones) == [100, 150] and t.optimizer == "sgd" and t.momentum == 0.9
+    assert t.lr == 0.1 and t.batch_size == 128 and t.epochs == 200 and t.weight_decay == 1e-4
 
 
 def test_ablation_table_from_sweep_folder(tmp_path):
-    """quadrun-report turns an ablation sweep into strategy rows with collapse counts."""
+    """quadrun-report pools an ablation sweep into one study: the claims first, then one
+    row per strategy with its collapse count."""
     from quadrun.report import build
 
     def job(i, strategy, acc, collapsed):
@@ -231,18 +453,35 @@ def test_ablation_table_from_sweep_folder(tmp_path):
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text(
             f"- experiment=relinear\n- relinear.strategy={strategy}\n- seed={i}\n")
+        rec = _rec(strategy, i, acc=acc, collapsed=collapsed)
         (d / "summary.json").write_text(json.dumps({
-            "experiment": "relinear", "status": "completed", "strategy": strategy,
-            "params": 806266, "test/acc": acc, "test/acc_best": acc + 1, "seed": i,
-            "collapsed": collapsed}))
-    job(0, "plain", 10.0, True)
-    job(1, "plain", 90.0, False)
-    job(2, "relinear_sg", 95.0, False)
-    build([tmp_path], quiet=True)
+            "experiment": "relinear", "status": "completed", "records": [rec],
+            "record_keys": ["strategy", "depth", "form"], "claims": []}))
+    for i, (strategy, acc, collapsed) in enumerate([
+            ("plain", 10.0, True), ("plain", 12.0, True), ("plain", 11.0, True),
+            ("relinear_sg", 95.0, False), ("relinear_sg", 96.0, False), ("relinear_sg", 97.0, False),
+            ("conventional", 90.0, False), ("conventional", 91.0, False), ("conventional", 92.0, False)]):
+        job(i, strategy, acc, collapsed)
+    result = build([tmp_path], quiet=True)
     text = (tmp_path / "report" / "table.md").read_text()
-    assert ("| relinear.strategy=plain | 2 | 2 | 0 | 1 | 0 | 0 | 8.063e+05 ± 0 | 50 ± 57 | 51 ± 57 |"
-            in text)
-    assert text.index("strategy=plain") < text.index("strategy=relinear_sg")
+    assert text.index("Claims: relinear") < text.index("relinear: records")
+    claims = {c["id"]: c for c in result["claims"]}
+    assert "group" not in claims["collapse.relinear_sg"]       # one study: pooled strategies
+    assert claims["collapse.relinear_sg"]["verdict"] == "holds"  # 0/3 vs 3/3, p = 0.05
+    assert claims["accuracy.relinear_sg"]["verdict"] == "holds"  # +5 [2.7, 7.3]
+    assert claims["collapse.relinear_sw"]["verdict"] == "not_measured"
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+            if line.startswith("| ") and "strategy" not in line and "---" not in line
+            and "claim" not in line}
+    # final accuracy first (what the claims rank by), then the best epoch's, batch statistics
+    assert text.index("test/acc |") < text.index("test/acc_best |") < text.index("collapsed |")
+    assert rows["plain"] == "| plain | 11 ± 1 | 12 ± 1 | 13 ± 1 | 3/3 | 12 | 806 |"
+    assert rows["relinear_sg"] == "| relinear_sg | 96 ± 1 | 97 ± 1 | 98 ± 1 | 0/3 | - | 806 |"
+    assert rows["conventional"] == "| conventional | 91 ± 1 | 92 ± 1 | 93 ± 1 | 0/3 | - | 270 |"
+    assert text.index("| conventional |") < text.index("| plain |") < text.index("| relinear_sg |")
+    assert "depth: 20" in text and "count: 3" in text        # the same in every row: a header
+    figures = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert figures == ["strategies.png"]                      # no histories: no curves
 
 
 def test_smoke_run_through_cli(cli):
@@ -251,13 +490,32 @@ def test_smoke_run_through_cli(cli):
     (folder,) = run_folders(cli.cwd, "relinear")
     s = summary(folder)
     for key in ("collapsed", "status", "strategy", "params", "test/acc", "test/acc_best",
-                "test/acc_batchstats", "norm/quad_g", "norm/quad_b"):
+                "test/acc_batchstats", "norm/quad_g", "norm/quad_b", "train/images_per_s",
+                "records", "record_keys", "claims"):
         assert key in s, key
     assert s["status"] == "completed" and s["strategy"] == "relinear_sg"
     assert s["params"] == count_parameters(qresnet(20, width=8))
     assert 0 <= s["test/acc"] <= 100 and s["test/acc_best"] >= s["test/acc"]
     assert s["norm/quad_b"] < 0.1 < s["norm/quad_g"]  # W_b barely moved at lr 1e-5; b_g = 1
     assert s["norm/W_g"] < 0.1 and s["norm/W_b"] < 0.1  # both start at 0
+    assert s["epochs"] == 2 and s["steps"] == 2 * 16 and s["train/images_per_s"] > 0
+    assert s["record_keys"] == ["strategy", "depth", "form"]
+    (rec,) = s["records"]
+    assert (rec["strategy"], rec["depth"], rec["form"], rec["seed"]) == ("relinear_sg", 20, "full", 0)
+    assert rec["test/acc"] == s["test/acc"] and rec["status"] == "completed"
+    assert [h["epoch"] for h in rec["history"]] == [1, 2]
+    assert set(rec["history"][0]) == set(rl.HISTORY_KEYS)
+    assert rec["history"][-1]["test/acc"] == s["test/acc"]
+    assert rec["history"][-1]["norm/W_g"] == pytest.approx(s["norm/W_g"])
+    # two epochs are fewer than collapse_epochs: not judged, and said so
+    assert s["collapsed"] is None and rec["collapsed"] is None and s["collapse_epoch"] is None
+    assert s["collapse_reason"] == "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"
+    assert 1 <= s["best_epoch"] <= 2 and s["train_images"] == 512 and s["test_images"] == 256
+    assert [c["verdict"] for c in s["claims"]] == ["not_measured"] * 5  # one run decides nothing
+    assert (folder / "report" / "table.md").read_text().splitlines()[2] == "### Claims: relinear"
+    # every run folder has the three figures (and no comparison: one strategy)
+    assert sorted(p.name for p in (folder / "plots").glob("*.png")) == \
+        ["accuracy.png", "loss.png", "norms.png"]
     metrics = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc_batchstats" in m for m in metrics)
 
@@ -279,21 +537,117 @@ def _compose(*overrides):
         GlobalHydra.instance().clear()
 
 
+def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch):
+    """The model is built under derive_seed(seed, "relinear", "model"): the same seed gives
+    the same initial weights, another seed others, and the global stream is left alone."""
+    from quadrun import training
+    from quadrun.runner import run
+
+    first, streams = {}, []
+
+    def fit_once(model, *args, **kw):  # record the initial weights, train nothing
+        first[len(first)] = {k: v.clone() for k, v in model.state_dict().items()}
+        streams.append(torch.random.get_rng_state())
+        raise RuntimeError("stop after the model is built")
+
+    monkeypatch.setattr(training, "fit", fit_once)
+    for i, seed in enumerate([3, 3, 4]):
+        cfg = _compose("scale=smoke", "device=cpu", f"seed={seed}", "relinear.strategy=plain")
+        with pytest.raises(Exception):
+            run(cfg, tmp_path / str(i))
+    assert all(torch.equal(first[0][k], first[1][k]) for k in first[0])
+    for seed, state in zip([3, 3, 4], streams):  # as the runner seeded it: nothing drawn
+        assert torch.equal(state, torch.Generator().manual_seed(seed).get_state())
+    assert not torch.equal(first[0]["stem.weight"], first[2]["stem.weight"])
+    from quadrun.devices import seeded
+    from quadrun.vocab import derive_seed
+    with seeded(derive_seed(3, "relinear", "model")):
+        ref = rl.build_model(SimpleNamespace(strategy="plain", depth=20, form="full", width=8),
+                             SimpleNamespace(num_classes=10, shape=(3, 8, 8)))
+    assert torch.equal(ref.state_dict()["stem.weight"], first[0]["stem.weight"])
+
+
 def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch):
     """One training image holds an infinite pixel: the loss of its batch is non-finite,
     fit stops with "diverged", and the run is marked collapsed."""
+    from quadrun.data import images
     from quadrun.runner import run
 
+    load = images.load_images
+
     def poisoned(*args, **kw):
-        data = load_images(*args, **kw)
+        data = load(*args, **kw)
         data.train_x[3, 0, 2, 2] = float("inf")
         return data
 
-    monkeypatch.setattr(rl, "load_images", poisoned)
+    monkeypatch.setattr(images, "load_images", poisoned)
     cfg = _compose("scale=smoke", "device=cpu", "relinear.strategy=relinear_init")
     out = run(cfg, tmp_path / "run")
     s = summary(tmp_path / "run")
     assert out["status"] == s["status"] == "diverged"
-    assert s["collapsed"] is True and s["collapse_reason"] == "non-finite training loss"
+    assert s["collapsed"] is True and s["collapse_reason"] == "non-finite training loss in epoch 1"
+    assert s["collapse_epoch"] == 1  # judged although 1 epoch < collapse_epochs
     assert s["steps"] <= len(range(0, 512, 32))  # stopped within the first epoch
     assert s["test/acc"] is not None  # the diverged weights were still scored
+    assert s["records"][0]["status"] == "diverged" and s["records"][0]["history"] == []
+
+
+def test_gamma_zero_freezes_the_quadratic_parts(tmp_path):
+    """relinear.gamma=0 (the authors' compact trainer's default): W_b and c (and W_g, b_g
+    in the full form) never move, while the linear parts train; the compact QResNet then
+    stays the conventional net with biased convs."""
+    from quadrun.runner import run
+
+    for form in ("compact", "full"):
+        cfg = _compose("scale=smoke", "device=cpu", "relinear.gamma=0", f"relinear.form={form}",
+                       "relinear.train.epochs=1", "relinear.batchstat_eval=false")
+        out = run(cfg, tmp_path / form)
+        assert out["status"] == "completed" and out["quad_lr"] == 0.0
+        assert out["norm/W_g"] == 0.0 and out["norm/W_b"] == 0.0
+        assert out["norm/quad_b"] == 0.0  # c too
+        expected_g = 0.0 if form == "compact" else math.sqrt(sum(  # b_g stays 1
+            m.out_channels for m in qresnet(20, width=8).modules()
+            if isinstance(m, QuadraticConv2d)))
+        assert out["norm/quad_g"] == pytest.approx(expected_g)
+        state = torch.load(tmp_path / form / "checkpoints" / "last.pt", weights_only=False)
+        first = state["model"]["stages.0.0.conv1.weight_r"]
+        with seeded_model("relinear_sg", form) as ref:
+            assert not torch.equal(first, ref["stages.0.0.conv1.weight_r"])  # W_r trained
+
+
+@contextlib.contextmanager
+def seeded_model(strategy, form, seed=0):
+    from quadrun.devices import seeded
+    from quadrun.vocab import derive_seed
+
+    with seeded(derive_seed(seed, "relinear", "model")):
+        model = rl.build_model(SimpleNamespace(strategy=strategy, depth=20, form=form, width=8),
+                               SimpleNamespace(num_classes=10, shape=(3, 8, 8)))
+    yield model.state_dict()
+
+
+def test_missing_cifar_is_one_line_naming_the_fix(tmp_path):
+    """check() runs before anything exists: the message names the folder, the files and
+    relinear.download=true; with a download asked for, an unwritable data_dir is refused."""
+    from quadrun.schema import ConfigError
+
+    cfg = SimpleNamespace(data_dir=str(tmp_path / "nothing" / "cifar"),
+                          relinear=SimpleNamespace(dataset="cifar10", download=False))
+    with pytest.raises(ConfigError) as err:
+        rl.check(cfg)
+    message = str(err.value)
+    assert message.startswith(f"data_dir: CIFAR-10 is not in {tmp_path / 'nothing' / 'cifar'} ")
+    for part in ("cifar-10-python.tar.gz", "cifar-10-batches-py/", "data_batch_1",
+                 "data_batch_5", "test_batch", "batches.meta", "relinear.download=true"):
+        assert part in message, part
+    assert "\n" not in message and not (tmp_path / "nothing").exists()
+    cfg.relinear.download = True
+    rl.check(cfg)                              # asked for: allowed, nothing made yet
+    assert not (tmp_path / "nothing").exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    cfg.data_dir = str(blocked / "cifar")
+    with pytest.raises(ConfigError, match="not a writable folder"):
+        rl.check(cfg)
+    cfg.relinear.dataset = "digits"            # other datasets need nothing
+    rl.check(cfg)

@@ -1,4 +1,4 @@
-"""quadrun-report on hand-made run folders with known numbers."""
+"""quadrun-report on hand-made run folders with known numbers (the toy experiment's claims)."""
 from __future__ import annotations
 
 import csv
@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quadrun.report import build, main
+from quadrun.report import Table, build, main, records_table
 
 
-def make_run(root: Path, name: str, overrides: list, summary: dict | None, raw: str | None = None):
+def make_run(root: Path, name: str, overrides: list, summary: dict | None, raw: str | None = None,
+             width: int = 16):
     folder = root / name
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / "meta.json").write_text(json.dumps({"end": "2026-11-26T10:00:00"}))
+    (folder / "config.yaml").write_text(yaml.safe_dump(
+        {"experiment": "toy", "seed": 0, "toy": {"width": width}}))
     if raw is not None:
         (folder / "summary.json").write_text(raw)
     elif summary is not None:
@@ -23,76 +26,109 @@ def make_run(root: Path, name: str, overrides: list, summary: dict | None, raw: 
     return folder
 
 
+def toy_summary(seed: int, mse: float, status: str = "completed", variance: float = 0.5) -> dict:
+    record = {"model": "mlp", "status": status, "val/mse": mse, "steps": 16, "variance": variance}
+    return {"experiment": "toy", "status": status, "seed": seed, "records": [record],
+            "record_keys": ["model"], "claims": []}
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    monkeypatch.setenv("QUADRUN_EXPERIMENTS", "toy=plugins.toy")
+
+
 @pytest.fixture
 def sweep(tmp_path):
     root = tmp_path / "sweep"
-    base = {"experiment": "relinear", "status": "completed", "collapsed": False}
-    # group A: accuracies 0.90, 0.92, 0.97 -> mean 0.93, std 0.036055...
-    for i, acc in enumerate([0.90, 0.92, 0.97]):
-        make_run(root, f"{i}", ["experiment=relinear", "relinear.strategy=a", f"seed={i}"],
-                 {**base, "seed": i, "test/acc": acc, "params": 100})
-    # group B: one completed (0.5), one diverged, one collapsed, one corrupt, one running
-    make_run(root, "3", ["experiment=relinear", "relinear.strategy=b", "seed=0"],
-             {**base, "seed": 0, "test/acc": 0.5, "params": 300})
-    make_run(root, "4", ["experiment=relinear", "relinear.strategy=b", "seed=1"],
-             {**base, "seed": 1, "status": "diverged", "collapsed": True, "test/acc": 0.1,
-              "params": 300})
-    make_run(root, "5", ["experiment=relinear", "relinear.strategy=b", "seed=2"],
-             {**base, "seed": 2, "collapsed": True, "test/acc": 0.1, "params": 300})
-    make_run(root, "6", ["experiment=relinear", "relinear.strategy=b", "seed=3"], None,
-             raw='{"status": "compl')
-    running = make_run(root, "7", ["experiment=relinear", "relinear.strategy=b", "seed=4"], None)
+    # group width=4: val/mse 0.10, 0.12, 0.17 -> mean 0.13, std 0.0360555...
+    for i, mse in enumerate([0.10, 0.12, 0.17]):
+        make_run(root, f"{i}", ["experiment=toy", "toy.width=4", f"seed={i}"],
+                 toy_summary(i, mse), width=4)
+    # group width=8: one completed worse than the variance, one diverged, one interrupted,
+    # one with a corrupt summary, one still running
+    make_run(root, "3", ["experiment=toy", "toy.width=8", "seed=0"], toy_summary(0, 0.9), width=8)
+    make_run(root, "4", ["experiment=toy", "toy.width=8", "seed=1"],
+             toy_summary(1, 0.7, status="diverged"), width=8)
+    make_run(root, "5", ["experiment=toy", "toy.width=8", "seed=2", "device=cpu"],
+             {"experiment": "toy", "status": "interrupted", "seed": 2, "reason": "stopped at step 3"},
+             width=8)
+    make_run(root, "6", ["experiment=toy", "toy.width=8", "seed=3"], None, raw='{"status": "compl')
+    running = make_run(root, "7", ["experiment=toy", "toy.width=8", "seed=4"], None)
     (running / "meta.json").write_text(json.dumps({"end": None}))
     return root
 
 
-def test_means_stds_counts_and_tables(sweep):
+def test_claims_are_decided_per_group_on_pooled_records(sweep):
     result = build([sweep], quiet=True)
-    out = sweep / "report"
+    verdicts = {c["group"]: c["verdict"] for c in result["claims"]}
+    # toy's claim holds when every finished record's MSE is below the variance 0.5
+    assert verdicts == {"toy.width=4": "holds", "toy.width=8": "fails"}
+    by_group = {s.group: s for s in result["studies"]}
+    assert len(by_group["toy.width=8"].records) == 2       # completed + diverged, pooled
+    assert len(by_group["toy.width=4"].records) == 3
+
+
+def test_record_table_means_counts_and_header(sweep):
+    result = build([sweep], quiet=True)
     [table] = result["tables"]
-    rows = {row[0][0]: row for row in table.rows}
-    key_a, key_b = "relinear.strategy=a", "relinear.strategy=b"
-    _, counts_a, cells_a = rows[key_a]
-    assert counts_a == {"n": 3, "completed": 3, "diverged": 0, "collapsed": 0, "failed": 0,
-                        "running": 0}
-    assert cells_a["test/acc"]["mean"] == pytest.approx(0.93)
-    assert cells_a["test/acc"]["std"] == pytest.approx(0.0360555127546)
-    _, counts_b, cells_b = rows[key_b]
-    assert counts_b == {"n": 5, "completed": 2, "diverged": 1, "collapsed": 2, "failed": 1,
-                        "running": 1}
-    # completed runs only (the collapsed one included, it finished): (0.5 + 0.1) / 2
-    assert cells_b["test/acc"]["mean"] == pytest.approx(0.3)
-    assert cells_b["test/acc"]["n"] == 2
+    assert table.columns == ["group", "count", "diverged", "val/mse"]   # steps, model: constant
+    assert "model: mlp" in table.header and "steps: 16" in table.header
+    rows = {row[0]: row for row in table.rows}
+    assert rows["toy.width=4"] == ["toy.width=4", "3", "0", "0.13 ± 0.036"]
+    assert rows["toy.width=8"] == ["toy.width=8", "2", "1", "0.8 ± 0.14"]
+    [(_, cells_a), (_, cells_b)] = table.data
+    assert cells_a["val/mse"]["mean"] == pytest.approx(0.13)
+    assert cells_a["val/mse"]["std"] == pytest.approx(0.0360555127546)
+    assert cells_b["val/mse"]["n"] == 2
 
+
+def test_markdown_tex_csv_and_status_line(sweep):
+    build([sweep], quiet=True)
+    out = sweep / "report"
     md = (out / "table.md").read_text()
-    assert ("| group | n | completed | diverged | collapsed | failed | running | params | test/acc |"
-            in md)
-    assert "| relinear.strategy=a | 3 | 3 | 0 | 0 | 0 | 0 | 100 ± 0 | 0.93 ± 0.036 |" in md
-    assert "| relinear.strategy=b | 5 | 2 | 1 | 2 | 1 | 1 | 300 ± 0 | 0.3 ± 0.28 |" in md
-    assert "corrupt summary.json" in md and "/6`: failed" in md and "/7`: running" in md
+    assert md.startswith("8 runs: 4 completed, 1 diverged, 1 failed, 1 interrupted, 1 running")
+    assert md.index("### Claims: toy") < md.index("### toy: records")
+    assert "| toy.width=4 | 3 | 0 | 0.13 ± 0.036 |" in md
+    assert "corrupt summary.json" in md and "/5`: interrupted: stopped at step 3" in md
     tex = (out / "table.tex").read_text()
-    assert r"relinear.strategy=a & 3 & 3 & 0 & 0 & 0 & 0 & 100 $\pm$ 0 & 0.93 $\pm$ 0.036 \\" in tex
-    assert r"\begin{tabular}{lllllllll}" in tex
-    rows_csv = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows_csv) == 8
-    assert {r["status"] for r in rows_csv} == {"completed", "diverged", "failed", "running"}
-    assert result["figures"] and all(p.exists() for p in result["figures"])
+    assert r"toy.width=4 & 3 & 0 & 0.13 $\pm$ 0.036 \\" in tex
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 8                                   # one per record, one per other run
+    assert {r["run_status"] for r in rows} == {"completed", "diverged", "failed", "interrupted",
+                                               "running"}
+    assert sorted(float(r["val/mse"]) for r in rows if r["val/mse"]) == [0.1, 0.12, 0.17, 0.7, 0.9]
+    assert json.loads((out / "claims.json").read_text())[0]["experiment"] == "toy"
 
 
-def test_records_are_grouped_by_their_keys(tmp_path):
-    root = tmp_path / "s"
-    for seed, its in enumerate([(10, 30), (14, 34)]):
-        make_run(root, str(seed), ["experiment=dcdm", f"seed={seed}"],
-                 {"experiment": "dcdm", "status": "completed", "seed": seed,
-                  "solves": [{"solver": "cg", "scene": "box", "dim": 2, "n": 16,
-                              "iterations": its[1], "converged": True},
-                             {"solver": "dcdm", "scene": "box", "dim": 2, "n": 16,
-                              "iterations": its[0], "converged": seed == 0}]})
-    result = build([root], quiet=True)
-    solves = next(t for t in result["tables"] if t.title == "dcdm: solves")
-    cells = {row[0][1]: row[2] for row in solves.rows}
-    assert cells["cg"]["iterations"]["mean"] == 32 and cells["dcdm"]["iterations"]["mean"] == 12
-    assert cells["dcdm"]["converged"]["mean"] == 0.5
+def test_one_run_is_shown_as_key_value_lines(tmp_path):
+    run = make_run(tmp_path, "run", ["experiment=toy"], toy_summary(0, 0.2))
+    result = build([run], quiet=True)
+    [table] = result["tables"]
+    assert table.columns == ["field", "value"]
+    assert ["val/mse", "0.2"] in table.rows and ["model", "mlp"] in table.rows
+    [c] = result["claims"]
+    assert c["verdict"] == "holds" and "group" not in c      # one group: no label
+
+
+def test_wide_tables_wrap_into_blocks_that_fit():
+    columns = ["key"] + [f"metric_{i}" for i in range(12)]
+    rows = [["a"] + ["1.234 ± 0.05"] * 12, ["b"] + ["2.5 ± 0.1"] * 12]
+    table = Table("t", columns, rows, keys=1)
+    blocks = table.blocks(80)
+    assert len(blocks) > 1 and all(b[0] == 0 for b in blocks)
+    assert sorted({i for b in blocks for i in b}) == list(range(13))
+    for b in blocks:
+        width = sum(max(len(columns[i]), *(len(r[i]) for r in rows)) + 3 for i in b) + 1
+        assert width <= 80
+
+
+def test_flags_are_counted_and_duplicate_columns_dropped():
+    recs = [("", {"k": "a", "ok": True, "x": 1.0, "y": 1.0}), ("", {"k": "a", "ok": False, "x": 3.0, "y": 3.0}),
+            ("", {"k": "b", "ok": True, "x": 5.0, "y": 5.0})]
+    table = records_table("t", recs, ["k"])
+    assert table.columns == ["k", "count", "ok", "x"]             # y duplicates x
+    assert "y = x in every row" in table.header
+    assert table.rows == [["a", "2", "1/2", "2 ± 1.4"], ["b", "1", "1/1", "5"]]
 
 
 def test_cli_errors_and_empty(tmp_path, capsys):
@@ -103,3 +139,15 @@ def test_cli_errors_and_empty(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_a_claim_function_that_raises_leaves_the_tables(tmp_path, monkeypatch):
+    from plugins import toy
+
+    def broken(records, c):
+        raise KeyError("val/mse")
+    monkeypatch.setattr(toy, "claims", broken)
+    run = make_run(tmp_path, "run", ["experiment=toy"], toy_summary(0, 0.2))
+    result = build([run], quiet=True)
+    assert result["claims"] == [] and result["tables"]
+    assert "### Claims not decided" in (run / "report" / "table.md").read_text()

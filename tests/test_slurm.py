@@ -30,11 +30,11 @@ def slurm_cluster(tmp_path_factory):
 
 def jobs_of(cwd: Path) -> list[Path]:
     [sweep] = (cwd / "outputs" / "toy" / "multirun").iterdir()
-    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
 
 
 def test_two_job_sweep_on_slurm_then_report(slurm_cluster, tmp_path):
-    r = run_cli("-m", "experiment=toy", "seed=0,1", "train.epochs=2", *SLURM, cwd=tmp_path,
+    r = run_cli("-m", "experiment=toy", "seed=0,1", "toy.train.epochs=2", *SLURM, cwd=tmp_path,
                 toy=True, timeout=600)
     assert r.returncode == 0, r.stderr
     jobs = jobs_of(tmp_path)
@@ -44,20 +44,21 @@ def test_two_job_sweep_on_slurm_then_report(slurm_cluster, tmp_path):
         assert s["status"] == "completed" and s["seed"] == i and s["steps"] == 16
         meta = json.loads((job / "meta.json").read_text())
         assert meta["slurm"]["SLURM_JOB_ID"]  # ran as a SLURM job
-    r = run_cli(str(jobs[0].parent), cwd=tmp_path, script="quadrun.report")
+    r = run_cli(str(jobs[0].parent), cwd=tmp_path, toy=True, script="quadrun.report")
     assert r.returncode == 0, r.stderr
-    assert "| train.epochs=2 | 2 | 2 | 0 | 0 | 0 | 0 |" in (jobs[0].parent / "report" / "table.md").read_text()
+    md = (jobs[0].parent / "report" / "table.md").read_text()
+    assert md.startswith("2 runs: 2 completed") and "| count | 2 |" in md and "| fits | " in md
 
 
 def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.05", "train.epochs=12", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.05", "toy.train.epochs=12", "toy.train.log_every=3"]
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref_dir.mkdir(), job_dir.mkdir()
     assert run_cli(*args, cwd=ref_dir, toy=True).returncode == 0
     [ref] = run_folders(ref_dir, "toy")
     p = start_cli("-m", *args, *SLURM, cwd=job_dir, toy=True)
     t0 = time.time()
-    while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
+    while not list(job_dir.glob("outputs/toy/multirun/*/*/checkpoints/last.pt")):
         assert time.time() - t0 < 300 and p.poll() is None, "job never checkpointed"
         time.sleep(0.1)
     [job] = jobs_of(job_dir)
@@ -74,3 +75,23 @@ def test_slurm_pre_timeout_signal_requeues_and_resumes(slurm_cluster, tmp_path):
     for key in ("val/mse", "weights_sum", "steps"):
         assert a[key] == b[key], key
     assert (ref / "metrics.jsonl").read_text() == (job / "metrics.jsonl").read_text()
+
+
+def test_slurm_sweep_resumes_skipping_finished_jobs_and_retrying_a_failed_one(slurm_cluster,
+                                                                             tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=toy", "toy.train.epochs=1", "toy.fail_at=3", "toy.fail_seed=1",
+            "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"]
+    r = run_cli(*args, cwd=tmp_path, toy=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"sweep {sweep}: 2 jobs: 1 completed, 1 failed" in r.stderr
+    done, failed = (sweep / "seed=0,toy.fail_at=3,toy.fail_seed=1,toy.train.epochs=1",
+                    sweep / "seed=1,toy.fail_at=3,toy.fail_seed=1,toy.train.epochs=1")
+    before = {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()}
+    r = run_cli(f"resume={sweep}", "sweep.retries=1", cwd=tmp_path, toy=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"sweep {sweep}: 2 jobs: 1 failed, 1 skipped" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()} == before
+    meta = json.loads((failed / "meta.json").read_text())
+    assert meta["attempts"] == 2 and meta["failed_attempts"] == 2
+    assert meta["slurm"]["SLURM_JOB_ID"]

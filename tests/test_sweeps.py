@@ -16,37 +16,43 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 def sweep_jobs(cwd: Path, experiment: str = "toy") -> list[Path]:
     [sweep] = (cwd / "outputs" / experiment / "multirun").iterdir()
-    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
 
 
 def test_submitit_local_sweep_then_report(tmp_path):
-    r = run_cli("-m", "experiment=toy", "seed=0,1", "cluster=local", "train.epochs=2",
+    r = run_cli("-m", "experiment=toy", "seed=0,1", "cluster=local", "toy.train.epochs=2",
                 cwd=tmp_path, toy=True, timeout=300)
     assert r.returncode == 0, r.stderr
     jobs = sweep_jobs(tmp_path)
-    assert [j.name for j in jobs] == ["0", "1"]
+    assert [j.name for j in jobs] == ["seed=0,toy.train.epochs=2", "seed=1,toy.train.epochs=2"]
     assert [summary(j)["seed"] for j in jobs] == [0, 1]
     assert all(summary(j)["status"] == "completed" for j in jobs)
     sweep = jobs[0].parent
-    r = run_cli(str(sweep), cwd=tmp_path, script="quadrun.report")
+    r = run_cli(str(sweep), cwd=tmp_path, toy=True, script="quadrun.report")
     assert r.returncode == 0, r.stderr
     md = (sweep / "report" / "table.md").read_text()
-    assert "| train.epochs=2 | 2 | 2 | 0 | 0 | 0 | 0 |" in md
+    assert md.startswith("2 runs: 2 completed")
+    assert md.index("### Claims: toy") < md.index("| count | 2 |")   # two records pooled
+    assert "| fits | " in md
     assert (sweep / "report" / "table.tex").exists() and (sweep / "report" / "results.csv").exists()
 
 
 def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tmp_path):
-    r = run_cli("-m", "experiment=toy", "toy.fail_at=0,3", "toy.nan_after=0,2", "train.epochs=1",
+    r = run_cli("-m", "experiment=toy", "toy.fail_at=0,3", "toy.nan_after=0,2", "toy.train.epochs=1",
                 cwd=tmp_path, toy=True, timeout=300)
     jobs = sweep_jobs(tmp_path)
-    statuses = [summary(j)["status"] for j in jobs]
-    assert statuses == ["completed", "diverged", "failed", "failed"], statuses
+    statuses = {j.name: summary(j)["status"] for j in jobs}
+    assert statuses == {"toy.fail_at=0,toy.nan_after=0,toy.train.epochs=1": "completed",
+                        "toy.fail_at=0,toy.nan_after=2,toy.train.epochs=1": "diverged",
+                        "toy.fail_at=3,toy.nan_after=0,toy.train.epochs=1": "failed",
+                        "toy.fail_at=3,toy.nan_after=2,toy.train.epochs=1": "failed"}, statuses
     assert "toy failure requested" in summary(jobs[2])["error"]
+    assert "2 failed" in r.stderr and "sweep " in r.stderr      # the sweep's summary line
     assert r.returncode == 0, r.stderr  # the sweep itself finished
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
-    args = ["experiment=toy", "toy.sleep=0.02", "train.epochs=12", "train.log_every=3"]
+    args = ["experiment=toy", "toy.sleep=0.02", "toy.train.epochs=12", "toy.train.log_every=3"]
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref_dir.mkdir(), job_dir.mkdir()
     r = run_cli(*args, cwd=ref_dir, toy=True)
@@ -55,7 +61,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
 
     p = start_cli("-m", *args, "cluster=local", cwd=job_dir, toy=True)
     t0 = time.time()
-    while not list(job_dir.glob("outputs/toy/multirun/*/0/checkpoints/last.pt")):
+    while not list(job_dir.glob("outputs/toy/multirun/*/*/checkpoints/last.pt")):
         assert time.time() - t0 < 120 and p.poll() is None, "job never checkpointed"
         time.sleep(0.05)
     [job] = sweep_jobs(job_dir)
@@ -71,3 +77,21 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path):
     for key in ("val/mse", "weights_sum", "steps"):
         assert a[key] == b[key], key
     assert (ref / "metrics.jsonl").read_text() == (job / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_jobs_per_device_packs_jobs_onto_the_cpu(tmp_path):
+    """jobs_per_device=1: the two jobs run one after the other; 2: side by side."""
+    spans = {}
+    for n in (1, 2):
+        r = run_cli("-m", "experiment=toy", "toy.sleep=0.05", "toy.train.epochs=2", "seed=0,1",
+                    "cluster=local", f"sweep.jobs_per_device={n}",
+                    f"hydra.sweep.dir={tmp_path / str(n)}", cwd=tmp_path, toy=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        metas = [json.loads(p.read_text()) for p in (tmp_path / str(n)).glob("*/meta.json")]
+        assert len(metas) == 2
+        spans[n] = sorted((m["start"], m["end"]) for m in metas)
+    (a0, a1), (b0, b1) = spans[1]
+    assert a1 <= b0                      # one at a time
+    (a0, a1), (b0, b1) = spans[2]
+    assert b0 < a1                       # at once

@@ -4,8 +4,9 @@
 
 Looks in `data_dir` for, in order: the extracted folder `cifar-10-batches-py/` (each file's
 MD5 checked), the archive `cifar-10-python.tar.gz` (MD5 checked, then extracted safely),
-and, when `download` is true, downloads the archive (MD5 checked before it is kept). When
-none of these works the error is one line (ConfigError) saying what to put where.
+and, when `download` is true, downloads the archive (MD5 checked before it is kept; only
+then is `data_dir` created, and removed again when nothing was kept). When none of these
+works the error is one line (ConfigError) saying what to put where.
 
 Extraction refuses any member that could land outside the target folder (absolute paths,
 `..`, links, devices) before anything is written, then extracts with tarfile's "data"
@@ -99,10 +100,39 @@ def safe_extract(archive: Path, target: Path) -> None:
         raise ConfigError(f"data_dir: cannot extract {archive}: {exc}") from None
 
 
+def _missing_parents(folder: Path) -> list:
+    """The folders that `folder.mkdir(parents=True)` would create, deepest first."""
+    out = []
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
 def _download(url: str, dest: Path, expected_md5: str, timeout: float = 60) -> None:
-    """Stream `url` into dest.part, check its MD5, then rename to dest."""
+    """Stream `url` into dest.part, check its MD5, then rename to dest. The folder is made
+    here (the user asked for the download); when nothing is kept, the folders this made
+    are removed again."""
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = _missing_parents(dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot create {dest.parent} for the CIFAR-10 download "
+                          f"({exc.strerror or exc}); give a writable data_dir") from None
+    try:
+        _fetch(url, dest, part, expected_md5, timeout)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        for folder in created:  # deepest first; only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _fetch(url: str, dest: Path, part: Path, expected_md5: str, timeout: float) -> None:
     h, done = hashlib.md5(), 0
     log.info("downloading %s to %s", url, dest)
     try:
@@ -142,9 +172,9 @@ def prepare(data_dir, download: bool = True, *, archive_md5: str = ARCHIVE_MD5,
         log.warning("%s; extracting %s again", problem, archive)
     if not archive.is_file():
         if not download:
-            raise ConfigError(f"data_dir: CIFAR-10 not found in {root} (expected {FOLDER}/ or "
-                              f"{ARCHIVE}); put the official archive there or set "
-                              "relinear.download=true")
+            raise ConfigError(f"data_dir: CIFAR-10 not found in {root} (expected the official "
+                              f"{ARCHIVE} or its extracted {FOLDER}/); put it there, or set "
+                              "relinear.download=true to download it there")
         _download(url, archive, archive_md5)
     got = md5sum(archive)
     if got != archive_md5:

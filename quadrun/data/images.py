@@ -10,7 +10,7 @@ Datasets:
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes). It is
   the cpu-scale stand-in for CIFAR-10 because it is real image data with 10 classes that
   ships inside an installed package (no network, no file to fetch), and it is small enough
-  for a whole 6-strategy x 3-seed ablation of 20-layer (Q)ResNets in minutes on two cores.
+  for a whole ablation of 20-layer (Q)ResNets (every strategy, several seeds) on a CPU.
   The split is fixed (seeded by `split_seed`, stratified), so every run sees the same test
   set; a smaller `train_size` leaves headroom between strategies.
 - ``synthetic``: generated class templates plus noise, for smoke tests (seconds).

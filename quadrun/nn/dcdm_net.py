@@ -1,29 +1,47 @@
 """DCDM's fully convolutional networks (2-D and 3-D) and the scale-invariant loss.
 
-`DCDMNet` (arch "paper"): the published shape. A linear first convolution (1 -> 16
-filters, 3^d), residual blocks at full resolution, one 2x average-pool level with its own
-residual blocks, nearest upsampling added to the full-resolution features (the skip),
-more residual blocks, and a per-cell 1x1 convolution 16 -> 1. Its receptive field is fixed,
-so it acts like a fixed local preconditioner: its iteration counts grow with n.
+`PaperNet` (arch "paper", and "paper128"): the authors' networks exactly (Kaneda et al.
+2023, public code ayano721/2023_DCDM, src/train_N64.py and train_N128.py), in their names:
+
+    c0 = conv(x)                                   # linear, 1 -> 16
+    la = relu(conv(c0));  lb = relu(conv(la))
+    `pre` times:  la = relu(conv(lb)) + la;  lb = relu(conv(la))
+    apa = avgpool2(lb)
+    `coarse` times:  apb = relu(conv(apa));  apa = relu(conv(apb)) + apa
+    upa = upsample2_nearest(apa) + lb
+    `post` times:  upb = relu(conv(upa));  upa = relu(conv(upb)) + upa
+    out = dense(upa)                               # per cell, 16 -> 1
+
+with 3^d convolutions, zero padding ('same'), 16 filters, Keras' initialisation (Glorot
+uniform kernels, zero biases) and the input r / ||r|| as it is (no rescaling). "paper"
+(their N = 64 model): pre 1, coarse 3, post 2, 15 convolutions, 97,457 parameters in 3-D;
+"paper128" (their N = 128 model): pre 2, coarse 5, post 3, 23 convolutions, 152,881.
+`convs` lists the convolutions in the order of their Keras layers (conv3d, conv3d_1, ...),
+so their trained weights map one to one (kernel (3, 3, 3, in, out) -> (out, in, 3, 3, 3)).
+A grid of odd width pools with 'same' padding (the last window averages what it holds) and
+the upsampled grid is cropped to the skip's size. Its receptive field is fixed, so it acts
+like a fixed local preconditioner: its iteration counts grow with n.
+
+`DCDMNet` (arch "resnet"): quadrun's first version of the published layers (called
+"paper" until 2026-12): a linear first convolution, `blocks` residual blocks
+x + relu(conv(relu(conv(x)))) from it (a skip around each, the authors have none around
+the first pair), one pool level with blocks + 1 such blocks, nearest upsampling added to
+the full-resolution features, `blocks` more, a per-cell 16 -> 1; its input rescaled to a
+fixed RMS (`rescale`).
 
 `MultilevelDCDMNet` (arch "multilevel"): the same blocks arranged as a V-cycle whose depth
 follows the grid: pool by 2 until the grid is at most `coarsest` cells across, with ONE set
 of weights shared by every level (like a multigrid cycle). A net trained at n runs at 2n
 with one more level, so its reach grows with the grid, as a multigrid preconditioner's does.
-Measured (cpu scale, 2-D, trained at 64^2 on 64/32/16 together): a level deeper than any
-seen in training (4 levels, at 128^2 or with coarsest=4 at 64^2) stalls DCDM, while the
-depth capped at the trained 3 (`max_levels=3`) converges at 128^2 in 1.6x the iterations
-at 64^2 (CG: 2.04x). So the option stays, with the cap, for experiments; "paper" is the default.
+A level deeper than any seen in training can stall DCDM, hence the optional depth cap
+(`max_levels`); measurements: benchmarks/results/dcdm_notes.md.
 
 `AdditiveDCDMNet` (arch "additive"): a learned, linear, symmetric positive semi-definite
 multilevel preconditioner (BPX-like: the same learned local operator K^T K on every level,
 bilinear interpolation and its adjoint between levels, a learned gain per level). Trained
-with the same loss and data; its depth follows the grid. Measured (cpu scale, 2-D, trained
-on the 64^2 box only): two_obstacles 29 iterations at 64^2 and 36 at 128^2 (CG 250, 510);
-3-D, trained on the 16^3 box: 15 at 16^3, 20 at 32^3 (CG 65, 135). It is the cpu-scale
-default. Tried and dropped (no gain at an unseen depth, or stalls on obstacle scenes):
-the V-cycle above with per-level feature normalisation, linear, or trained at random
-depths or also at 2n; fluid-masked pooling and interpolation in the additive net.
+with the same loss and data; its depth follows the grid. It is the cpu-scale default; what
+was measured with it, and the variants tried and dropped, are in
+benchmarks/results/dcdm_notes.md.
 
 All take the normalised residual on the grid (batch, 1, n, ...) with zeros on solid cells
 and return a direction of the same shape; the solver keeps only the fluid cells.
@@ -37,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHS = ("paper", "multilevel", "additive")
+ARCHS = ("paper", "paper128", "resnet", "multilevel", "additive")
+PAPER_DEPTHS = {"paper": (1, 3, 2), "paper128": (2, 5, 3)}   # (pre, coarse, post) pairs
 
 
 def _conv(dim: int, cin: int, cout: int, k: int = 3) -> nn.Module:
@@ -81,8 +100,49 @@ def _blocks(dim: int, width: int, count: int) -> nn.Sequential:
     return nn.Sequential(*[ResBlock(dim, width) for _ in range(count)])
 
 
+class PaperNet(nn.Module):
+    """The authors' network (module docstring): `pre`, `coarse`, `post` residual pairs."""
+
+    def __init__(self, dim: int = 3, width: int = 16, pre: int = 1, coarse: int = 3,
+                 post: int = 2):
+        super().__init__()
+        self.dim, self.depths = dim, (pre, coarse, post)
+        count = 1 + 2 + 2 * (pre + coarse + post)
+        self.convs = nn.ModuleList([_conv(dim, 1, width)] +
+                                   [_conv(dim, width, width) for _ in range(count - 1)])
+        self.dense = _conv(dim, width, 1, k=1)
+        for layer in list(self.convs) + [self.dense]:   # Keras: glorot_uniform, zeros
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _pool(self, x):
+        pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
+        return pool(x, 2, ceil_mode=True, count_include_pad=False)
+
+    def forward(self, x):
+        pre, coarse, post = self.depths
+        conv = iter(self.convs)
+        c0 = next(conv)(x)
+        la = F.relu(next(conv)(c0))
+        lb = F.relu(next(conv)(la))
+        for _ in range(pre):
+            la = F.relu(next(conv)(lb)) + la
+            lb = F.relu(next(conv)(la))
+        apa = self._pool(lb)
+        for _ in range(coarse):
+            apb = F.relu(next(conv)(apa))
+            apa = F.relu(next(conv)(apb)) + apa
+        up = F.interpolate(apa, scale_factor=2, mode="nearest")
+        upa = up[(slice(None), slice(None)) + tuple(slice(0, n) for n in lb.shape[2:])] + lb
+        for _ in range(post):
+            upb = F.relu(next(conv)(upa))
+            upa = F.relu(next(conv)(upb)) + upa
+        return self.dense(upa)
+
+
 class DCDMNet(nn.Module):
-    """The paper's net: linear first conv, residual blocks, one pool level, skip, 1x1 out."""
+    """quadrun's first version ("resnet"): linear first conv, residual blocks, one pool
+    level, skip, 1x1 out, rescaled input."""
 
     def __init__(self, dim: int = 2, width: int = 16, blocks: int = 2):
         super().__init__()
@@ -148,8 +208,8 @@ class AdditiveDCDMNet(nn.Module):
     a positive scalar per sample. Coarser levels handle smoother parts of the residual; a
     grid twice as wide adds one level of the same form, so what is learned at n carries to
     2n. As a fixed SPD operator it makes DCDM a preconditioned CG, which cannot stall on a
-    scene unlike the training one (measured: the nonlinear multilevel nets gave directions
-    nearly orthogonal to the residual on obstacle scenes at an unseen depth)."""
+    scene unlike the training one (the nonlinear multilevel nets can: their directions may
+    be nearly orthogonal to the residual on obstacle scenes at an unseen depth)."""
 
     def __init__(self, dim: int = 2, width: int = 16, blocks: int = 2, coarsest: int = 4):
         super().__init__()
@@ -212,8 +272,11 @@ class AdditiveDCDMNet(nn.Module):
 
 def build(arch: str, dim: int, width: int = 16, blocks: int = 2, coarsest: int = 8,
           max_levels: int = 0) -> nn.Module:
-    """The network by name; see ARCHS. max_levels caps the multilevel depth (0: none)."""
-    if arch == "paper":
+    """The network by name; see ARCHS. max_levels caps the multilevel depth (0: none);
+    the authors' nets ("paper", "paper128") have a fixed wiring (`blocks` is not used)."""
+    if arch in PAPER_DEPTHS:
+        return PaperNet(dim, width, *PAPER_DEPTHS[arch])
+    if arch == "resnet":
         return DCDMNet(dim, width, blocks)
     if arch == "multilevel":
         return MultilevelDCDMNet(dim, width, blocks, coarsest, max_levels)

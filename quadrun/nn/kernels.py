@@ -14,19 +14,16 @@ arc-cosine expectations (Cho & Saul), theta the angle between x~ and y~:
 `ntk_features` is the finite-width network's gradient feature map, whose inner products are
 the empirical NTK; beyond `exact_max_n` samples the kernel learner ridges on those.
 Ridge strengths are chosen on a log grid by the exact leave-one-out error, from one
-eigendecomposition (no held-out split, no refit per strength). Leave-one-out rather than
-GCV because the targets are heavy-tailed: GCV averages the leverage and lets the fit chase
-isolated extreme samples.
+eigendecomposition (no held-out split, no refit per strength; quadrun.nn.ridge).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-DEFAULT_LAMBDAS = tuple(10.0 ** e for e in range(-8, 3))
+from quadrun.nn.ridge import DEFAULT_LAMBDAS, NormalEquations, RidgeFit, eigh, loo_sums, pick
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:
@@ -76,41 +73,7 @@ def ntk_features(x: torch.Tensor, W: torch.Tensor, a: torch.Tensor) -> torch.Ten
     return torch.cat([grad_a, grad_w.reshape(len(x), -1)], 1) / math.sqrt(m)
 
 
-# ---- ridge regression with leave-one-out selection of the strength ------------------------
-
-@dataclass
-class RidgeFit:
-    """A ridge solve: `weights` (primal: feature weights; dual: kernel coefficients), the
-    chosen strength `lam` relative to the mean eigenvalue, and its leave-one-out error."""
-    weights: torch.Tensor
-    lam: float
-    loo: float
-
-    def predict(self, feats_or_kernel: torch.Tensor) -> torch.Tensor:
-        return feats_or_kernel @ self.weights
-
-
-def _loo_sums(P: torch.Tensor, y: torch.Tensor, eig: torch.Tensor, b: torch.Tensor,
-              lams: Sequence[float], dual: bool) -> torch.Tensor:
-    """Sum of squared exact leave-one-out residuals (y_i - yhat_i) / (1 - H_ii) for each
-    strength, for the rows of P = (eigenvector coordinates of the samples).
-
-    Primal (P = phi V, b = V^T phi^T y): yhat = P (b / (e + lam)), H_ii = P_i^2 . 1/(e + lam).
-    Dual (P = V, b = V^T y):             yhat = P (e b / (e + lam)), H_ii = P_i^2 . e/(e + lam)."""
-    P2 = P * P
-    out = []
-    for lam in lams:
-        inv = 1.0 / (eig + lam)
-        coef, lev = (eig * b * inv, eig * inv) if dual else (b * inv, inv)
-        res = (y - P @ coef) / (1 - P2 @ lev).clamp(min=1e-12)
-        out.append((res ** 2).sum())
-    return torch.stack(out)
-
-
-def _pick(loo: torch.Tensor, lambdas: Sequence[float], scale: float, n: int) -> tuple:
-    i = int(torch.nan_to_num(loo, nan=float("inf")).argmin())
-    return lambdas[i], lambdas[i] * scale, float(loo[i]) / n
-
+# ---- ridge regression with leave-one-out selection of the strength (quadrun.nn.ridge) -------
 
 def feature_ridge(featurize: Callable, x: torch.Tensor, y: torch.Tensor,
                   lambdas: Sequence[float] = DEFAULT_LAMBDAS, chunk: int = 8192,
@@ -118,54 +81,56 @@ def feature_ridge(featurize: Callable, x: torch.Tensor, y: torch.Tensor,
     """Primal ridge min ||phi w - y||^2 + lam ||w||^2 with phi = featurize(x), the strength
     chosen by the exact leave-one-out error averaged over the first `loo_rows` samples (an
     unbiased estimate of the full average for i.i.d. rows, at a fraction of the cost).
-    phi is made chunk by chunk, so the (n, features) matrix never exists whole."""
-    gram = rhs = None
+    phi is made chunk by chunk into streamed normal equations, so the (n, features) matrix
+    never exists whole."""
+    ne, keep = None, []
+    rows = min(len(x), loo_rows)
     for i in range(0, len(x), chunk):
         block = featurize(x[i:i + chunk])
-        if gram is None:
-            gram = torch.zeros(block.shape[1], block.shape[1], dtype=block.dtype, device=block.device)
-            rhs = torch.zeros(block.shape[1], dtype=block.dtype, device=block.device)
-        gram += block.T @ block
-        rhs += block.T @ y[i:i + chunk]
-    eig, vec = torch.linalg.eigh(gram)
-    eig = eig.clamp(min=0)
-    scale = float(eig.mean()) or 1.0
-    lams = [rel * scale for rel in lambdas]
-    b = vec.T @ rhs
-    rows = min(len(x), loo_rows)
-    loo = sum(_loo_sums(featurize(x[i:min(i + chunk, rows)]) @ vec, y[i:min(i + chunk, rows)],
-                        eig, b, lams, False) for i in range(0, rows, chunk))
-    rel, lam, err = _pick(loo, lambdas, scale, rows)
-    return RidgeFit(vec @ (b / (eig + lam)), rel, err)
+        if ne is None:
+            ne = NormalEquations(block.shape[1], block.device)
+        ne.add(block, y[i:i + chunk])
+        if i < rows:
+            keep.append(block[:rows - i].to(torch.float64))
+    return ne.solve(lambdas, torch.cat(keep), y[:rows].to(torch.float64))
 
 
 def kernel_ridge(K: torch.Tensor, y: torch.Tensor,
                  lambdas: Sequence[float] = DEFAULT_LAMBDAS) -> RidgeFit:
     """Dual ridge alpha = (K + lam I)^-1 y, strength by exact leave-one-out error;
     predictions are K(test, train) @ alpha."""
-    eig, vec = torch.linalg.eigh(K)
+    eig, vec = eigh(K)
+    eig, vec = eig.to(K), vec.to(K)
     eig = eig.clamp(min=0)
     scale = float(eig.mean()) or 1.0
     lams = [rel * scale for rel in lambdas]
     b = vec.T @ y
-    rel, lam, err = _pick(_loo_sums(vec, y, eig, b, lams, True), lambdas, scale, len(y))
+    rel, lam, err = pick(loo_sums(vec, y, eig, b, lams, True), lambdas, scale, len(y))
     return RidgeFit(vec @ (b / (eig + lam)), rel, err)
+
+
+def ntk_fit(x: torch.Tensor, y: torch.Tensor, exact_max_n: int, rf_features: int,
+            gen: torch.Generator, lambdas: Sequence[float] = DEFAULT_LAMBDAS) -> tuple:
+    """Ridge regression with the ReLU NTK: exact kernel ridge when n <= exact_max_n, else
+    ridge on the NTK features of a random network with about `rf_features` features.
+    Returns (predict, "exact" | "features"), predict mapping test inputs (in chunks) to
+    predictions, so a test set can be streamed."""
+    if len(x) <= exact_max_n:
+        fit = kernel_ridge(relu_ntk(x, x), y, lambdas)
+        return (lambda xt: _chunked(lambda xb: relu_ntk(xb, x) @ fit.weights, xt)), "exact"
+    m = max(1, rf_features // (x.shape[1] + 2))
+    W, a = random_network(x.shape[1], m, gen, x.dtype)
+    W, a = W.to(x.device), a.to(x.device)
+    fit = feature_ridge(lambda xb: ntk_features(xb, W, a), x, y, lambdas)
+    return (lambda xt: _chunked(lambda xb: ntk_features(xb, W, a) @ fit.weights, xt)), "features"
 
 
 def ntk_regression(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, exact_max_n: int,
                    rf_features: int, gen: torch.Generator,
                    lambdas: Sequence[float] = DEFAULT_LAMBDAS) -> tuple:
-    """Predictions on x_test of ridge regression with the ReLU NTK: exact kernel ridge when
-    n <= exact_max_n, else ridge on the NTK features of a random network with about
-    `rf_features` features. Returns (predictions, "exact" | "features")."""
-    if len(x) <= exact_max_n:
-        fit = kernel_ridge(relu_ntk(x, x), y, lambdas)
-        return _chunked(lambda xb: relu_ntk(xb, x) @ fit.weights, x_test), "exact"
-    m = max(1, rf_features // (x.shape[1] + 2))
-    W, a = random_network(x.shape[1], m, gen, x.dtype)
-    W, a = W.to(x.device), a.to(x.device)
-    fit = feature_ridge(lambda xb: ntk_features(xb, W, a), x, y, lambdas)
-    return _chunked(lambda xb: ntk_features(xb, W, a) @ fit.weights, x_test), "features"
+    """Predictions on x_test of `ntk_fit`'s regression: (predictions, "exact" | "features")."""
+    predict, kind = ntk_fit(x, y, exact_max_n, rf_features, gen, lambdas)
+    return predict(x_test), kind
 
 
 def _chunked(fn, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -9,7 +9,7 @@ evaluation works under torch.inference_mode.
 - Deep Ritz (`deep_ritz`): every parameter is trained on a quasi-Monte-Carlo estimate of
   the energy E (quadrun.solvers.pde.Problem), fresh scrambled Sobol points each step
   (`SobolBatches`), through the one training loop `quadrun.training.fit`; an optional
-  L-BFGS polish on a fixed Sobol set follows.
+  L-BFGS polish on a fixed Sobol set follows (`lbfgs_polish`: it logs and honours a stop).
 - Random-feature Ritz (`random_feature_ritz`): the inner weights stay at their random
   initialisation; E is then convex in the outer weights (a, c) and is minimised by damped
   Newton to round-off, so what is left is approximation (and quadrature) error, not
@@ -114,12 +114,17 @@ class SobolBatches:
 
 def deep_ritz(model: TwoLayer, problem: Problem, ctx, tc, test_x: torch.Tensor, *,
               steps_per_epoch: int, lbfgs_steps: int = 0, lbfgs_points: int = 4096,
-              seed: int = 0, name: str = "deep_ritz") -> dict:
+              lbfgs_seed: int = 0, name: str = "deep_ritz") -> dict:
     """Train every weight of `model` on the Sobol energy estimate with `fit` (train config
-    `tc`: optimizer, lr, schedule, epochs, batch_size), then optionally polish with
-    L-BFGS on a fixed Sobol set. Returns status, steps, and the errors at test_x."""
+    `tc`: optimizer, lr, schedule, epochs, batch_size; the batches' scrambles come from
+    derive_seed(run seed, name, epoch)), then optionally polish with L-BFGS on a fixed Sobol
+    set scrambled by `lbfgs_seed` (`lbfgs_polish`). Returns status, steps (Adam + L-BFGS)
+    and the errors at test_x. A stop request raises quadrun.training.Interrupted (nothing
+    is checkpointed: the whole training runs again on resume)."""
     from quadrun.training import fit
 
+    if hasattr(ctx, "truncate_metrics"):   # a re-run after a stop: drop the first try's points
+        ctx.truncate_metrics(0, name)
     dtype = next(model.parameters()).dtype
     data = SobolBatches(problem.d, tc.batch_size, steps_per_epoch, ctx.device, dtype)
     test_x = test_x.to(ctx.device, dtype)
@@ -134,20 +139,40 @@ def deep_ritz(model: TwoLayer, problem: Problem, ctx, tc, test_x: torch.Tensor, 
     result = fit(model, data, loss_fn, ctx, tc, evaluate=evaluate, checkpoint=False, name=name)
     steps = result.step
     if result.status == "completed" and lbfgs_steps > 0:
-        steps += lbfgs_polish(model, problem, sobol_points(problem.d, lbfgs_points, seed + 7919,
-                                                           ctx.device, dtype), lbfgs_steps)
+        x = sobol_points(problem.d, lbfgs_points, lbfgs_seed, ctx.device, dtype)
+        steps += lbfgs_polish(model, problem, x, lbfgs_steps, ctx=ctx, name=name, step=steps)
     out = errors(model, problem, test_x)
     if not all(math.isfinite(v) for v in out.values()):
         result.status = "diverged"
     return {"status": result.status, "steps": steps, **out}
 
 
-def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: int) -> int:
+LBFGS_CHUNK = 10    # L-BFGS iterations between a logged point and a stop check
+
+
+def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: int, *,
+                 ctx=None, name: str = "deep_ritz", step: int = 0,
+                 chunk: int = LBFGS_CHUNK) -> int:
     """Minimise the energy estimate on the fixed points x with L-BFGS (strong Wolfe line
-    search); returns the number of iterations taken."""
+    search, history 50) for at most `max_iter` iterations; returns the iterations taken.
+
+    A phase of its own: it runs in calls of `chunk` iterations; after each call it logs
+    `<name>/lbfgs/energy` (and `<name>/lbfgs/iteration`) at step `step` + iterations, and
+    before each call it checks `ctx.stop_requested` and raises
+    quadrun.training.Interrupted. The iterates are those of one call with
+    max_iter=`max_iter`: L-BFGS keeps its memory in its state between calls, a call's
+    evaluation budget is what one call would have had left (max_iter * 5 // 4 in all), and
+    the stops a single call makes between iterations (no progress, budget spent) are made
+    between calls too."""
+    from quadrun.training import Interrupted
+
+    tol_change = 1e-15
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=50,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12,
-                            tolerance_change=1e-15)
+                            tolerance_change=tol_change)
+    group = opt.param_groups[0]
+    budget = group["max_eval"]
+    state = opt.state[next(iter(model.parameters()))]
 
     def closure():
         opt.zero_grad()
@@ -155,8 +180,36 @@ def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: i
         loss.backward()
         return loss
 
-    opt.step(closure)
-    return int(opt.state[next(iter(model.parameters()))].get("n_iter", 0))
+    done = calls = 0
+    while done < max_iter:
+        if ctx is not None and ctx.stop_requested:
+            raise Interrupted(f"stopped in the L-BFGS polish of {name} after {done} of "
+                              f"{max_iter} iterations; the cell runs again on resume")
+        take = min(chunk, max_iter - done)
+        # a later call first re-evaluates the point where the last one stopped: one call
+        # would not have counted that evaluation against its budget
+        counted = state.get("func_evals", 0) - max(calls - 1, 0)
+        group["max_iter"] = take
+        group["max_eval"] = budget - counted + (1 if calls else 0)
+        opt.step(closure)
+        calls += 1
+        taken = state["n_iter"] - done
+        done = state["n_iter"]
+        if taken == 0:        # the gradient was already below tolerance_grad
+            break
+        with torch.no_grad():
+            e = float(energy(model, problem, x))
+        if ctx is not None:
+            ctx.log(step + done, {"fit": name, f"{name}/lbfgs/energy": e,
+                                  f"{name}/lbfgs/iteration": done})
+        if taken < take:      # L-BFGS stopped on its own: converged or no progress
+            break
+        counted = state["func_evals"] - (calls - 1)
+        no_progress = float(state["d"].mul(state["t"]).abs().max()) <= tol_change or \
+            abs(e - float(state["prev_loss"])) < tol_change
+        if counted >= budget or no_progress:
+            break
+    return int(done)
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
-"""A test-only experiment that drives the core training loop: least squares with a
-small MLP on fixed synthetic data. Registered only in tests (QUADRUN_EXPERIMENTS)."""
+"""A test-only experiment that drives the core: least squares with a small MLP on fixed
+synthetic data, one cell. Registered only in tests (QUADRUN_EXPERIMENTS="toy=plugins.toy");
+it needs no YAML file."""
 from dataclasses import dataclass
 
-import torch
-
-from quadrun.schema import spec
-from quadrun.training import TensorBatches, fit
+from quadrun.claims import above, claim, fmt
+from quadrun.schema import TrainConfig, spec, train_config
 
 
 @dataclass
@@ -15,33 +14,66 @@ class Config:
     sleep: float = spec(0.0, ge=0, help="seconds per step, so a test can signal mid-run")
     nan_after: int = spec(0, ge=0, help="the loss turns NaN from this step on (0: never)")
     fail_at: int = spec(0, ge=0, help="raise an error at this step (0: never)")
+    fail_seed: int = spec(-1, ge=-1, help="fail_at applies only to the run with this seed "
+                                          "(-1: every run)")
+    train: TrainConfig = train_config(optimizer="sgd", lr=0.05, epochs=6, batch_size=32,
+                                      log_every=4)
 
 
-def run(cfg, ctx) -> dict:
+def cells(c):
+    return [{"model": "mlp"}]
+
+
+def measure(c, cell, ctx) -> dict:
+    import torch
+
+    from quadrun.training import TensorBatches, fit
+
     g = torch.Generator().manual_seed(1234)
-    x = torch.randn(cfg.n, 4, generator=g)
+    x = torch.randn(c.n, 4, generator=g)
     y = (x[:, :1] * x[:, 1:2]).sin()
-    model = torch.nn.Sequential(torch.nn.Linear(4, cfg.width), torch.nn.Tanh(),
-                                torch.nn.Linear(cfg.width, 1))
-    data = TensorBatches([x.to(ctx.device), y.to(ctx.device)], ctx.cfg.train.batch_size)
-
+    model = torch.nn.Sequential(torch.nn.Linear(4, c.width), torch.nn.Tanh(),
+                                torch.nn.Linear(c.width, 1))
+    data = TensorBatches([x.to(ctx.device), y.to(ctx.device)], c.train.batch_size)
     calls = [0]
 
     def loss_fn(m, batch):
-        if cfg.sleep:
+        if c.sleep:
             import time
-            time.sleep(cfg.sleep)
+            time.sleep(c.sleep)
         calls[0] += 1
-        if cfg.fail_at and calls[0] >= cfg.fail_at:
+        if c.fail_at and calls[0] >= c.fail_at and c.fail_seed in (-1, ctx.runtime.seed):
             raise RuntimeError("toy failure requested by toy.fail_at")
         xb, yb = batch
         loss = torch.nn.functional.mse_loss(m(xb), yb)
-        return loss * float("nan") if cfg.nan_after and calls[0] >= cfg.nan_after else loss
+        return loss * float("nan") if c.nan_after and calls[0] >= c.nan_after else loss
 
     def evaluate(m):
         return {"val/mse": torch.nn.functional.mse_loss(m(x.to(ctx.device)), y.to(ctx.device))}
 
-    res = fit(model, data, loss_fn, ctx, ctx.cfg.train, evaluate=evaluate,
-              monitor=("val/mse", "min"))
+    res = fit(model, data, loss_fn, ctx, c.train, evaluate=evaluate, monitor=("val/mse", "min"))
     return {"status": res.status, "val/mse": res.metrics.get("val/mse"), "steps": res.step,
+            "variance": float(y.var()), "samples": res.samples, "train_seconds": res.train_seconds,
             "weights_sum": float(sum(p.detach().double().sum() for p in model.parameters()))}
+
+
+def summarize(records, c) -> dict:
+    r = records[0]
+    return {"status": r["status"],
+            **{k: r[k] for k in ("val/mse", "steps", "weights_sum", "samples", "train_seconds")}}
+
+
+def claims(records, c) -> list:
+    """One claim, so the core's claim path is exercised: training fits better than a constant."""
+    done = [r for r in records if isinstance(r.get("val/mse"), float)]
+    if not done:
+        return [claim("fits", "The network fits y better than its mean does.", "toy",
+                      measured="no finished training", target="val/mse < Var y",
+                      verdict="not_measured", why="no record has a validation MSE")]
+    gaps = [r["variance"] - r["val/mse"] for r in done]
+    verdict = above(min(gaps), min(gaps))
+    return [claim("fits", "The network fits y better than its mean does.", "toy",
+                  measured=f"val/mse {fmt(done[0]['val/mse'])} vs Var y {fmt(done[0]['variance'])}",
+                  target="val/mse < Var y", verdict=verdict,
+                  why="the fitted MSE is below the variance" if verdict == "holds"
+                  else "the fitted MSE is not below the variance")]

@@ -48,6 +48,14 @@ SlurmdTimeout=30
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+# daemons left running by an earlier test session keep that session's state folder, which
+# may be gone by now (an I/O error at every sbatch): restart them with this configuration
+running=$(scontrol show config 2>/dev/null | awk '/^StateSaveLocation/ {print $3}' || true)
+if pgrep -x slurmctld >/dev/null && { [ -z "$running" ] || [ "$running" != "$STATE/ctld" ]; }; then
+    pkill -x slurmd || true
+    pkill -x slurmctld || true
+    for _ in $(seq 20); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+fi
 pgrep -x slurmctld >/dev/null || slurmctld -c
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 60); do

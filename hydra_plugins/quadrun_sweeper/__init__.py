@@ -1,0 +1,54 @@
+"""quadrun's sweeper as a Hydra plugin (Hydra instantiates sweepers only from
+`hydra_plugins`): Hydra's basic sweeper, launching only the jobs that are not finished.
+
+quadrun.schema.register() calls Plugins.instance() first (Hydra's plugin scan re-imports
+its core plugin modules) and then registers this class by hand, since an editable install
+hides this namespace package from Hydra's scan.
+"""
+import logging
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+from quadrun import sweeps
+
+log = logging.getLogger("quadrun")
+
+
+class QuadrunSweeper(BasicSweeper):
+    """Hydra's basic sweeper (lists, ranges, `hydra.sweeper.params`), launching only the
+    jobs that are not finished already (see the module docstring)."""
+
+    def sweep(self, arguments: list):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        params = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / sweeps.MULTIRUN)
+        returns, index, skipped, total = [], 0, 0, 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            todo = []
+            for job in batch:
+                why = sweeps.finished(self.config, sweep_dir / sweeps.job_name(job))
+                if why is None:
+                    todo.append(job)
+                else:
+                    sweeps.journal(sweep_dir, sweep_dir / sweeps.job_name(job), "skipped", why)
+            skipped, total = skipped + len(batch) - len(todo), total + len(batch)
+            if not todo:
+                continue
+            self.validate_batch_is_legal(todo)
+            results = self.launcher.launch(todo, initial_job_idx=index)
+            for r in results:
+                _ = r.return_value  # a job that raised raises here, as in Hydra's sweeper
+            index += len(todo)
+            returns.append(results)
+        if skipped:
+            log.info("sweep: %d of %d jobs were finished before; not launched again (their "
+                     "folders are untouched)", skipped, total)
+        return returns
