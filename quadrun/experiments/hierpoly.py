@@ -562,6 +562,15 @@ def _values(s: Optional[dict]) -> dict:
     return {"n_star": {str(d): v for d, v in s["stars"].items()}, "slope": s["slope"]}
 
 
+def _no_slope(curve: dict, cid, statement, source, measured, target, values) -> dict:
+    """The claim of a learner whose slope has no interval: not measured when n* was reached
+    at fewer than two d (or missed at some), inconclusive otherwise; why lists the problems."""
+    not_reached = len(curve["dims"]) < 2 or bool(curve["unreached"])
+    return claim(cid, statement, source, measured=measured, target=target,
+                 verdict=NOT_MEASURED if not_reached else INCONCLUSIVE,
+                 why="; ".join(curve["problems"]), values=values)
+
+
 def _claim_dk(net: Optional[dict], learner: Optional[str], regime: str, r) -> dict:
     kq = r.k * r.q
     cid = f"{regime}.layerwise_dk"
@@ -578,10 +587,7 @@ def _claim_dk(net: Optional[dict], learner: Optional[str], regime: str, r) -> di
     measured = _describe(net)
     values = {"learner": learner, **_values(net)}
     if net["interval"] is None:
-        not_reached = len(net["dims"]) < 2 or bool(net["unreached"])
-        return claim(cid, statement, source, measured=measured, target=target,
-                     verdict=NOT_MEASURED if not_reached else INCONCLUSIVE,
-                     why="; ".join(net["problems"]), values=values)
+        return _no_slope(net, cid, statement, source, measured, target, values)
     low, high = net["interval"]
     span = f"[{fmt(low)}, {fmt(high)}]"
     if low <= r.k <= high and kq != r.k and low <= kq <= high:
@@ -608,10 +614,7 @@ def _claim_kernel_slope(kernel: Optional[dict], learner: str, regime: str, r, su
                      verdict=NOT_MEASURED, why=f"add {learner} to hierpoly.{regime}.learners")
     measured, values = _describe(kernel), {"learner": learner, **_values(kernel)}
     if kernel["interval"] is None:
-        not_reached = len(kernel["dims"]) < 2 or bool(kernel["unreached"])
-        return claim(cid, statement, source, measured=measured, target=target,
-                     verdict=NOT_MEASURED if not_reached else INCONCLUSIVE,
-                     why="; ".join(kernel["problems"]), values=values)
+        return _no_slope(kernel, cid, statement, source, measured, target, values)
     low, high = kernel["interval"]
     verdict = above(low, high, r.k)
     why = {HOLDS: f"the interval [{fmt(low)}, {fmt(high)}] lies above {r.k}",
