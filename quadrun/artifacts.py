@@ -1,4 +1,6 @@
-"""The run-folder writer: the one place that writes into a run folder (names: quadrun.vocab).
+"""The run-folder writer: what a run writes into its folder goes through here (names:
+quadrun.vocab); the report (quadrun-report) writes only under report/ and plots/, and the
+sweep machinery only its own dot-files in a sweep folder.
 
     <run>/config.yaml        resolved config
     <run>/meta.json          versions, host, device, times, SLURM ids
@@ -28,13 +30,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from quadrun import vocab
+from quadrun.errors import CheckpointError, Interrupted
 from quadrun.vocab import STATUSES
 
 log = logging.getLogger("quadrun")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used (corrupt, truncated, from another run)."""
 
 
 def _now() -> str:
@@ -126,15 +125,32 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of what defines a run's results (the keys of quadrun.vocab.RUNTIME_KEYS and
-    TRAIN_RUNTIME_KEYS left out, so a run can resume on another device or with CUDA
-    graphs off)."""
-    import hashlib
+def result_config(cfg: DictConfig) -> dict:
+    """The plain config that defines a run's results: the keys of quadrun.vocab's
+    RUNTIME_KEYS and TRAIN_RUNTIME_KEYS left out, and the experiment's keys that its chosen
+    variants do not read (quadrun.schema.unread_keys)."""
+    import importlib
+
+    from quadrun import registry
+    from quadrun.schema import drop_keys, unread_keys
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
-    text = json.dumps(vocab.result_config(plain), sort_keys=True)
+    plain = vocab.result_config(plain)
+    name = plain.get("experiment")
+    module_path = registry.names().get(name)
+    if module_path and isinstance(plain.get(name), dict):
+        unread = unread_keys(importlib.import_module(module_path), plain[name])
+        plain[name] = drop_keys(plain[name], unread)
+    return plain
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of what defines a run's results (`result_config`), so a run can resume on
+    another device, with CUDA graphs off, or with a value its variant does not read."""
+    import hashlib
+
+    text = json.dumps(result_config(cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -166,6 +182,23 @@ class RunContext:
         if key not in self.memo:
             self.memo[key] = build()
         return self.memo[key]
+
+    def latest(self, kind: str, key, build: Callable[[], Any]) -> Any:
+        """Like `shared`, keeping only the newest key of one kind in memory (a scene, a
+        target, a one-pass learner's results): cells that share an object are consecutive,
+        so an older one is never needed again and its memory is freed."""
+        held = self.memo.get(("latest", kind))
+        if held is None or held[0] != key:
+            self.memo.pop(("latest", kind), None)   # free the old one before building
+            held = (key, build())
+            self.memo[("latest", kind)] = held
+        return held[1]
+
+    def check_stop(self, where: str = "") -> None:
+        """Raise Interrupted when a stop was requested (a signal): long loops outside the
+        training loop call this between their steps. Finished cells are kept."""
+        if self.stop_requested:
+            raise Interrupted(f"stopped{' ' + where if where else ''}; finished cells are kept")
 
     # -- lifecycle (called by the runner) ----------------------------------------------
     def start(self) -> None:
@@ -254,25 +287,6 @@ class RunContext:
         path = self.dir / vocab.METRICS
         return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
-    # -- files ---------------------------------------------------------------------------
-    def plot_path(self, name: str) -> Path:
-        return self.dir / vocab.PLOTS / (name if name.endswith(".png") else name + ".png")
-
-    def save_figure(self, fig, name: str) -> Path:
-        path = self.plot_path(name)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-        atomic_write_bytes(path, buf.getvalue())
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        return path
-
-    def write_text(self, name: str, text: str) -> Path:
-        path = self.dir / name
-        atomic_write_text(path, text)
-        return path
-
     # -- checkpoints -----------------------------------------------------------------------
     def checkpoint_path(self, name: str = "last") -> Path:
         return self.dir / vocab.CHECKPOINTS / f"{name}.pt"
@@ -280,6 +294,25 @@ class RunContext:
     def save_checkpoint(self, state: dict, name: str = "last") -> None:
         state = {**state, "experiment": self.cfg.experiment, "fingerprint": self.fingerprint}
         save_checkpoint(self.checkpoint_path(name), state, keep_previous=(name == "last"))
+
+    def save_model(self, name: str, model, **extra) -> None:
+        """checkpoints/<name>.pt with the model's weights and `extra` (e.g. its training
+        status), for a later cell of the same run (`load_model`)."""
+        self.save_checkpoint({"model": model.state_dict(), **extra}, name)
+
+    def load_model(self, name: str, model, made_by: str) -> dict:
+        """Load checkpoints/<name>.pt, saved by `save_model` in this run, into `model`;
+        return the rest of the saved state. CheckpointError (naming the file, the cell
+        that makes it and what to do) when it is missing or belongs to another config."""
+        path = self.checkpoint_path(name)
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing: it is saved by the cell {made_by}; "
+                                  "start a new run folder")
+        state = load_checkpoint(path, self.device)
+        if state.get("fingerprint") != self.fingerprint or "model" not in state:
+            raise CheckpointError(f"{path} belongs to another config; start a new run folder")
+        model.load_state_dict(state["model"])
+        return {k: v for k, v in state.items() if k not in ("model", "fingerprint", "experiment")}
 
     def load_checkpoint(self, map_location="cpu") -> Optional[dict]:
         """The newest usable of last.pt / prev.pt, or None when there is none.

@@ -1,31 +1,289 @@
-"""Claims: a paper's statement decided from records, and the statistics that decide them.
+"""Claims: a paper's statement, declared once, decided from records by a shared rule.
 
-An experiment's `claims(records, cfg)` returns a list of `claim(...)` dicts:
+An experiment declares its claims (in its package's `claims.py`):
 
-    {"id", "statement", "source", "measured", "target", "verdict", "why", "values"}
+    ACCURACY = Claim("accuracy.relinear_sg",
+                     statement="A quadratic ResNet trained with ReLinear ... (the paper's words)",
+                     source="Fan et al. 2023, Section ...",
+                     target="95 % Welch interval of the accuracy difference above 0",
+                     rule=Above(0.0, "points"),
+                     setup="digits, 200 training images, width 8 (ours, not the paper's)")
 
-- `statement`: one sentence, as the paper puts it; `source`: paper and section/figure.
-- `measured`: the numbers that decide it, as text (with intervals where there is noise);
-  `values`: the same numbers for programs.
-- `target`: what would count as reproduced.
-- `verdict`: holds | fails | inconclusive (noise or range too small to decide) |
-  not_measured (this scale or this run does not reach it); `why`: one sentence.
+and, from the records, supplies one `Evidence` per claim: the numbers as text (`measured`),
+the same numbers for programs (`values`) and what the rule reads (an `interval`, `cases`,
+or `counts`), or why it cannot be measured here (`missing`) or decided yet (`undecided`).
+`decide(claims, evidence)` applies each claim's rule and writes the verdict and a `why`
+that, when the verdict is inconclusive, ends with what would decide it (`next`).
 
-Every verdict is computed from records; the helpers below turn an interval into one.
-Torch-free (numpy; scipy for the t quantile), so `quadrun-report` needs no torch.
+A decided claim is a plain dict (summary.json, claims.json, the report):
+
+    {"id", "statement", "source", "setup", "extension", "measured", "target",
+     "verdict", "why", "values"}
+
+Verdicts: holds | fails | inconclusive (noise or range too small to decide) |
+not_measured (this scale or this run cannot reach it). The runner adds the run's `scale`
+and `device`. Rules are small classes: `Above`, `Below`, `Band`, `AllCases`, `FewerEvents`;
+each has tests that make it hold and fail, and the ones that rest on noise have simulated
+error rates (tests/test_claims.py). Torch-free.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from quadrun.stats import Interval, fisher_one_sided
 from quadrun.vocab import VERDICTS
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = VERDICTS
 
 
+# -- numbers in a claim's text -------------------------------------------------------------------
+def fmt(x, digits: int = 3) -> str:
+    """A number for a claim's text: 3 significant digits, '-' for a missing one."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x) and not math.isinf(x)):
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def fmt_interval(est, low=None, high=None, digits: int = 3) -> str:
+    """'1.23 [0.98, 1.51]', or just the estimate when there is no interval. Also takes an
+    Interval as its first argument."""
+    if isinstance(est, Interval):
+        est, low, high = est.estimate, est.low, est.high
+    if low is None or high is None:
+        return f"{fmt(est, digits)} (no interval)"
+    return f"{fmt(est, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def _span(iv: Interval) -> str:
+    if iv.low == iv.high:
+        return fmt(iv.low)
+    return f"the interval [{fmt(iv.low)}, {fmt(iv.high)}]"
+
+
+# -- evidence -------------------------------------------------------------------------------------
+@dataclass
+class Evidence:
+    """What the records say about one claim.
+
+    measured   the numbers that decide it, as text (with intervals where there is noise)
+    values     the same numbers for programs
+    interval   what Above / Below / Band read (an exact number: Interval(v, v, v))
+    cases      [(label, Evidence)] that AllCases reads (each decided by its inner rule)
+    counts     (events, runs, reference events, reference runs) that FewerEvents reads
+    missing    not measured here: why, and what would measure it
+    undecided  the data cannot be judged by the rule (too few seeds, no interval...): why
+    next       what would decide it when inconclusive (a command, a seed count)
+    """
+    measured: str = ""
+    values: dict = field(default_factory=dict)
+    interval: Optional[Interval] = None
+    cases: Sequence[Tuple[str, "Evidence"]] = ()
+    counts: Optional[Tuple[int, int, int, int]] = None
+    missing: Optional[str] = None
+    undecided: Optional[str] = None
+    next: str = ""
+
+
+def missing(why: str, measured: str = "", **values) -> Evidence:
+    """Evidence of a claim this run cannot measure (verdict not_measured)."""
+    return Evidence(measured=measured or "not measured", values=values, missing=why)
+
+
+# -- rules ----------------------------------------------------------------------------------------
+class Rule:
+    """decide(evidence) -> (verdict, why)."""
+
+    def decide(self, ev: Evidence) -> Tuple[str, str]:
+        if ev.missing:
+            return NOT_MEASURED, ev.missing
+        if ev.undecided:
+            return INCONCLUSIVE, ev.undecided
+        return self._decide(ev)
+
+    def _decide(self, ev: Evidence) -> Tuple[str, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _interval(ev: Evidence) -> Optional[Interval]:
+    iv = ev.interval
+    if iv is None or not iv.has_interval:
+        return None
+    return iv
+
+
+@dataclass(frozen=True)
+class Above(Rule):
+    """holds when the whole interval lies above `threshold`, fails when it lies wholly
+    below, inconclusive when it contains it."""
+    threshold: float = 0.0
+    unit: str = ""
+
+    def _decide(self, ev):
+        iv, t = _interval(ev), f"{fmt(self.threshold)}{' ' + self.unit if self.unit else ''}"
+        if iv is None:
+            return INCONCLUSIVE, "no interval to decide from"
+        if iv.low > self.threshold:
+            return HOLDS, f"{_span(iv)} lies above {t}"
+        if iv.high < self.threshold:
+            return FAILS, f"{_span(iv)} lies below {t}"
+        return INCONCLUSIVE, f"{_span(iv)} contains {t}"
+
+
+@dataclass(frozen=True)
+class Below(Rule):
+    """holds when the whole interval lies below `threshold`, fails when it lies wholly
+    above, inconclusive when it contains it."""
+    threshold: float = 0.0
+    unit: str = ""
+
+    def _decide(self, ev):
+        iv, t = _interval(ev), f"{fmt(self.threshold)}{' ' + self.unit if self.unit else ''}"
+        if iv is None:
+            return INCONCLUSIVE, "no interval to decide from"
+        if iv.high < self.threshold:
+            return HOLDS, f"{_span(iv)} lies below {t}"
+        if iv.low > self.threshold:
+            return FAILS, f"{_span(iv)} lies above {t}"
+        return INCONCLUSIVE, f"{_span(iv)} contains {t}"
+
+
+@dataclass(frozen=True)
+class Band(Rule):
+    """holds when the whole interval lies inside [low, high]. An interval wholly above the
+    band gets `above` (fails by default), one wholly below it gets `below` (fails by
+    default; e.g. inconclusive for a rate that is still pre-asymptotic), each with its own
+    reason; an interval that crosses an edge is inconclusive ("too wide")."""
+    low: float
+    high: float
+    above: str = FAILS
+    below: str = FAILS
+    above_why: str = "above the band"
+    below_why: str = "below the band"
+
+    def _decide(self, ev):
+        iv = _interval(ev)
+        band = f"[{fmt(self.low)}, {fmt(self.high)}]"
+        if iv is None:
+            return INCONCLUSIVE, "no interval to decide from"
+        if self.low <= iv.low and iv.high <= self.high:
+            return HOLDS, f"{_span(iv)} lies inside {band}"
+        if iv.low > self.high:
+            return self.above, f"{_span(iv)} lies above {band}: {self.above_why}"
+        if iv.high < self.low:
+            return self.below, f"{_span(iv)} lies below {band}: {self.below_why}"
+        return INCONCLUSIVE, f"{_span(iv)} is too wide to lie inside {band}"
+
+
+@dataclass(frozen=True)
+class AllCases(Rule):
+    """Cases that must all hold (each decided by `rule`): holds when every case holds, fails
+    when any case fails, not_measured when none was measured, else inconclusive."""
+    rule: Rule
+
+    def _decide(self, ev):
+        if not ev.cases:
+            return NOT_MEASURED, "no cases measured"
+        decided = [(label, *self.rule.decide(case)) for label, case in ev.cases]
+        failed = [f"{label}: {why}" for label, v, why in decided if v == FAILS]
+        if failed:
+            return FAILS, f"{len(failed)} of {len(decided)} cases fail ({'; '.join(failed)})"
+        if all(v == HOLDS for _, v, _ in decided):
+            return HOLDS, f"all {len(decided)} cases hold"
+        if all(v == NOT_MEASURED for _, v, _ in decided):
+            return NOT_MEASURED, "; ".join(f"{label}: {why}" for label, _, why in decided)
+        open_ = [f"{label}: {why}" for label, v, why in decided if v != HOLDS]
+        held = sum(v == HOLDS for _, v, _ in decided)
+        return INCONCLUSIVE, f"{held} of {len(decided)} cases hold; undecided: {'; '.join(open_)}"
+
+
+@dataclass(frozen=True)
+class FewerEvents(Rule):
+    """Fewer events (collapses, failures) than the reference: one-sided Fisher exact tests
+    at `level`. holds when the rate is significantly lower, fails when significantly
+    higher, inconclusive otherwise (with 'no events to prevent' when the reference had
+    none). `more=True` turns it around: holds when significantly MORE events."""
+    level: float = 0.05
+    more: bool = False
+    what: str = "events"
+    reference: str = "the reference"
+
+    def _decide(self, ev):
+        if ev.counts is None:
+            return NOT_MEASURED, "no counts"
+        k, n, k0, n0 = ev.counts
+        if not n or not n0:
+            return NOT_MEASURED, "no runs on a side"
+        p_less, p_more = fisher_one_sided(k, n, k0, n0)
+        good, bad = (p_more, p_less) if self.more else (p_less, p_more)
+        word = "more" if self.more else "fewer"
+        other = "fewer" if self.more else "more"
+        if good <= self.level:
+            return HOLDS, f"significantly {word} {self.what} than {self.reference} (p = {fmt(good)})"
+        if bad <= self.level:
+            return FAILS, f"significantly {other} {self.what} than {self.reference} (p = {fmt(bad)})"
+        if not self.more and k0 == 0:
+            return INCONCLUSIVE, f"{self.reference} had no {self.what}, so there were none to prevent"
+        return INCONCLUSIVE, (f"the counts do not differ at the {fmt(self.level)} level "
+                              f"(p {word} = {fmt(good)})")
+
+
+# -- claims ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    """One claim, declared once: the paper's words and the rule that decides it.
+
+    setup      the choices the measurement rests on that are ours, not the paper's
+               (dataset, architecture, target, control); shown with `measured`
+    extension  True for a claim of quadrun's own (labelled so in every table), not the
+               paper's
+    """
+    id: str
+    statement: str
+    source: str
+    target: str
+    rule: Rule
+    setup: str = ""
+    extension: bool = False
+
+    def decide(self, ev: Optional[Evidence]) -> dict:
+        if ev is None:
+            ev = missing("no records measure it in this run")
+        verdict, why = self.rule.decide(ev)
+        if verdict == INCONCLUSIVE and ev.next:
+            why = f"{why}; {ev.next}"
+        if verdict not in VERDICTS:
+            raise ValueError(f"{self.id}: verdict must be one of {VERDICTS}, not {verdict!r}")
+        measured = ev.measured
+        if self.setup:
+            measured = f"{measured} [setup: {self.setup}]"
+        return {"id": self.id, "statement": self.statement, "source": self.source,
+                "setup": self.setup, "extension": self.extension, "measured": measured,
+                "target": self.target, "verdict": verdict, "why": why,
+                "values": dict(ev.values)}
+
+
+def decide(claims: Iterable[Claim], evidence: Dict[str, Evidence]) -> List[dict]:
+    """Every declared claim decided on its evidence (no evidence: not_measured). Evidence
+    for an id that no claim declares is a bug and raises."""
+    claims = list(claims)
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"claim ids declared twice: {sorted({i for i in ids if ids.count(i) > 1})}")
+    stray = set(evidence) - set(ids)
+    if stray:
+        raise ValueError(f"evidence for undeclared claims: {sorted(stray)}")
+    return [c.decide(evidence.get(c.id)) for c in claims]
+
+
+# -- legacy helpers: removed once every experiment declares its claims -------------------------
 def claim(id: str, statement: str, source: str, *, measured: str, target: str,
           verdict: str, why: str, values: Optional[dict] = None) -> dict:
     if verdict not in VERDICTS:
@@ -34,54 +292,37 @@ def claim(id: str, statement: str, source: str, *, measured: str, target: str,
             "target": target, "verdict": verdict, "why": why, "values": values or {}}
 
 
-def finite(values: Iterable) -> list:
-    """The finite numbers among `values` (None, NaN, inf and non-numbers dropped)."""
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        if math.isfinite(v):
-            out.append(float(v))
-    return out
+def above(low, high, threshold: float = 0.0) -> str:
+    if low is None or high is None:
+        return INCONCLUSIVE
+    if low > threshold:
+        return HOLDS
+    if high < threshold:
+        return FAILS
+    return INCONCLUSIVE
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple:
-    """(mean, low, high): Student-t interval of the mean; (mean, None, None) for n < 2."""
-    x = np.asarray(finite(values), dtype=float)
-    if len(x) == 0:
-        return None, None, None
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, None, None
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+def contains(low, high, value: float) -> bool:
+    return low is not None and high is not None and low <= value <= high
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple:
-    """(mean(a) - mean(b), low, high): Welch's t interval of the difference of means;
-    (difference, None, None) when either side has fewer than 2 values."""
-    x, y = np.asarray(finite(a), float), np.asarray(finite(b), float)
-    if len(x) == 0 or len(y) == 0:
-        return None, None, None
-    diff = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2:
-        return diff, None, None
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(vx + vy)
-    if se == 0:
-        return diff, diff, diff
-    dof = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, dof) * se)
-    return diff, diff - half, diff + half
+def finite(values):
+    from quadrun.stats import finite as _finite
+    return _finite(values)
 
 
-def bootstrap_interval(values: Sequence[float], stat: Callable = np.median, n: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> tuple:
-    """(stat(values), low, high): percentile bootstrap over resamples of `values`."""
+def t_interval(values, level: float = 0.95) -> tuple:
+    from quadrun.stats import t_interval as _t
+    return tuple(_t(values, level))
+
+
+def welch_interval(a, b, level: float = 0.95) -> tuple:
+    from quadrun.stats import welch_interval as _w
+    return tuple(_w(a, b, level))
+
+
+def bootstrap_interval(values, stat=np.median, n: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple:
     x = np.asarray(finite(values), float)
     if len(x) == 0:
         return None, None, None
@@ -92,35 +333,3 @@ def bootstrap_interval(values: Sequence[float], stat: Callable = np.median, n: i
     draws = [float(stat(x[rng.integers(0, len(x), len(x))])) for _ in range(n)]
     lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
     return est, float(lo), float(hi)
-
-
-def above(low: Optional[float], high: Optional[float], threshold: float = 0.0) -> str:
-    """holds when the whole interval is above `threshold`, fails when it is wholly below,
-    inconclusive when it straddles it or is missing."""
-    if low is None or high is None:
-        return INCONCLUSIVE
-    if low > threshold:
-        return HOLDS
-    if high < threshold:
-        return FAILS
-    return INCONCLUSIVE
-
-
-def contains(low: Optional[float], high: Optional[float], value: float) -> bool:
-    return low is not None and high is not None and low <= value <= high
-
-
-def fmt(x, digits: int = 3) -> str:
-    """A number for a claim's text: 3 significant digits, '-' for a missing one."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-        return str(int(x))
-    return f"{x:.{digits}g}"
-
-
-def fmt_interval(est, low, high, digits: int = 3, level: float = 0.95) -> str:
-    """'1.23 [0.98, 1.51]' (95 % interval), or just the estimate when there is none."""
-    if low is None or high is None:
-        return f"{fmt(est, digits)} (no interval)"
-    return f"{fmt(est, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"

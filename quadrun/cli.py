@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from quadrun import registry
-from quadrun.schema import SCALES, ConfigError, register
+from quadrun.errors import ConfigError
+from quadrun.schema import DEFAULT_EXPERIMENT, SCALES, register
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
 
@@ -162,6 +163,30 @@ def _resume_overrides(folder: str) -> list:
     return [o for o in previous if not o.startswith("resume=")] + [f"hydra.run.dir='{quoted}'"]
 
 
+class Finished(Exception):
+    """Nothing to do: the message says why (exit 0)."""
+
+
+def _refuse_finished(folder: Path, extra: list) -> None:
+    """A completed (or diverged) run is final: resuming it changes no file."""
+    import json
+
+    from quadrun import vocab
+
+    try:
+        status = json.loads((folder / vocab.SUMMARY).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    if status not in ("completed", "diverged"):
+        return
+    if extra:
+        raise ConfigError(f"resume: {folder} is {status}; its results are final and "
+                          f"{' '.join(extra)} would change them: start a new run without "
+                          "resume= (nothing in the folder was changed)")
+    raise Finished(f"{folder} is {status}: nothing to resume (report: "
+                   f"{folder / vocab.REPORT / 'table.md'})")
+
+
 def _variants(overrides: list) -> list:
     """One override list per value of each sweep dimension (others at their first value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -218,12 +243,12 @@ def _culprit(overrides: list) -> str | None:
 
 def preflight(argv: list, experiments: dict) -> list:
     """Validate the command line; return the argv that Hydra should see."""
-    from omegaconf import OmegaConf, open_dict
-
-    from quadrun.schema import validate
+    from omegaconf import OmegaConf
 
     _check_flags(argv)
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
+        if any(a.split("=", 1)[0] in ("--cfg", "-c") for a in argv):
+            _validate_info(argv, experiments)   # --cfg job checks what a run would
         return argv
     overrides, multirun = _split(argv)
     resume = [o for o in overrides if o.startswith("resume=")]
@@ -242,9 +267,10 @@ def preflight(argv: list, experiments: dict) -> list:
         extra = [o for o in overrides if not o.startswith("resume=")]
         if folder == "latest":
             chosen = [o.split("=", 1)[1] for o in extra if o.startswith("experiment=")]
-            folder = str(_latest_run(chosen[-1] if chosen else "relinear"))
+            folder = str(_latest_run(chosen[-1] if chosen else DEFAULT_EXPERIMENT))
             extra = [o for o in extra if not o.startswith("experiment=")]
             print(f"quadrun: resuming {folder}", file=sys.stderr)
+        _refuse_finished(Path(folder).expanduser(), extra)
         overrides = _resume_overrides(folder) + extra
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
@@ -255,12 +281,51 @@ def preflight(argv: list, experiments: dict) -> list:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
     if not multirun:
         _no_sweeps(overrides)
+    output, cfg, cfg_hydra = _validate_variants(variants, multirun, experiments)
+    if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
+            and not cfg.sweep.objective:
+        raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
+                          "optimise, e.g. sweep.objective=test/acc")
+    _check_writable(output)
+    return argv
+
+
+def _validate_info(argv: list, experiments: dict) -> None:
+    """`--cfg job` and friends: the overrides (flag values left out) validated as a run's."""
+    overrides, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in VALUE_FLAGS:
+            skip = True
+        elif not a.startswith("-"):
+            overrides.append(a)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    try:
+        variants = _variants(overrides)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"overrides: {_one_line(exc)}") from None
+    _validate_variants(variants, multirun, experiments, report_unread=False)
+
+
+def _validate_variants(variants: list, multirun: bool, experiments: dict,
+                       report_unread: bool = True) -> tuple:
+    """Compose and validate every variant; print one line per override that the chosen
+    variant of the experiment does not read (once each). Returns (the run or sweep folder
+    pattern, the last config, its hydra node)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from quadrun.schema import is_unread, unread_keys, validate
+
+    said = set()
     for variant in variants:
         try:
             cfg = _compose(variant)
         except Exception as exc:
             chosen = [o.split("=", 1)[1] for o in variant if o.startswith("experiment=")]
-            message = _one_line(exc, chosen[-1] if chosen else "relinear", variant)
+            message = _one_line(exc, chosen[-1] if chosen else DEFAULT_EXPERIMENT, variant)
             if not re.match(r"^[^\s:]+: ", message):  # name the override that breaks it
                 culprit = _culprit(variant)
                 if culprit:
@@ -272,12 +337,17 @@ def preflight(argv: list, experiments: dict) -> list:
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
-    if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
-            and not cfg.sweep.objective:
-        raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
-                          "optimise, e.g. sweep.objective=test/acc")
-    _check_writable(output)
-    return argv
+        name = cfg.experiment
+        unread = unread_keys(experiments[name], cfg.get(name))
+        for o in variant:
+            key = o.lstrip("+~").split("=", 1)[0]
+            if report_unread and key not in said and is_unread(key, name, unread):
+                said.add(key)
+                rel = key[len(name) + 1:]
+                why = next(v for k, v in unread.items() if rel == k or rel.startswith(k + "."))
+                print(f"quadrun: {key}: unused, {why}; it does not change the result",
+                      file=sys.stderr)
+    return output, cfg, cfg_hydra
 
 
 def _no_sweeps(overrides: list) -> None:
@@ -347,6 +417,9 @@ def main(argv: list | None = None) -> None:
             _help(argv)
             return
         argv = preflight(argv, experiments)
+    except Finished as done:
+        print(f"quadrun: {done}", file=sys.stderr)
+        return
     except ConfigError as exc:
         _error(str(exc))
     except KeyboardInterrupt:
@@ -401,12 +474,11 @@ def _objective(cfg, summary: dict) -> float:
 def _run_one(cfg, sweep: bool) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
-    from quadrun.artifacts import CheckpointError
-    from quadrun.runner import RunFailed, run
-    from quadrun.training import Interrupted
+    from quadrun.errors import CheckpointError, Interrupted, RunFailed
+    from quadrun.runner import run
 
     try:
-        return run(cfg)
+        summary = run(cfg, after=_report)
     except (ConfigError, CheckpointError) as exc:
         if sweep:  # one bad job never stops the others; its summary says why
             return {"status": "failed", "error": str(exc)}
@@ -422,7 +494,26 @@ def _run_one(cfg, sweep: bool) -> dict:
         print(f"quadrun: interrupted: {exc}; continue with: quadrun resume={folder}",
               file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    return {"status": "failed"}
+    return summary
+
+
+def _report(run_dir: Path) -> None:
+    """The run's own report/ (its figures in plots/), from the folder, with the claims the
+    run decided; a report that cannot be written is logged and never loses the run."""
+    import logging
+    import traceback
+
+    from quadrun import report, vocab
+
+    log = logging.getLogger("quadrun")
+    try:
+        result = report.build([run_dir], out=run_dir / vocab.REPORT,
+                              figures=run_dir / vocab.PLOTS, quiet=True)
+    except Exception:
+        log.error("could not write the report:\n%s", traceback.format_exc())
+        return
+    report.print_claims(result["claims"])
+    log.info("report: %s", run_dir / vocab.REPORT / "table.md")
 
 
 def _hydra_entry() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from quadrun.schema import ConfigError
+from quadrun.errors import ConfigError
 
 
 def pick_device(name: str = "auto") -> torch.device:

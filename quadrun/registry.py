@@ -1,24 +1,47 @@
-"""Experiment name -> module. An experiment module is science only:
+"""Experiment name -> the module that is its entry point (a package or one module).
 
-    Config                        a dataclass: its config section, the one home of its
-                                  defaults (each training in it has its own TrainConfig)
+An experiment is a small package, `quadrun/experiments/<name>/`, read top to bottom as its
+paper's protocol:
+
+    __init__.py   the paper and the protocol (docstring); the entry point below, torch-free
+    config.py     Config (its section: the one home of its defaults, which are the cpu
+                  scale; each training in it has its own TrainConfig), check(cfg), VARIANTS,
+                  POOL and the protocol's constants; torch-free
+    claims.py     the claims, declared once (quadrun.claims.Claim), and
+                  claims(records, c): the evidence from records, decided; torch-free
+    lab.py        cells(c) and measure(c, cell, ctx): the models, learners, targets and
+                  evaluation the paper needs; imports torch at the top
+    figures.py    figures(records, c, save): drawn from records (matplotlib)
+
+The entry point (the package's __init__, or a one-module experiment such as
+tests/plugins/toy.py) has:
+
+    Config                        a dataclass: the experiment's config section
     cells(c) -> list[dict]        the grid it measures; a cell's fields are its stable key
     measure(c, cell, ctx) -> dict one cell's measured values (the record is cell + these)
-    claims(records, c) -> list    its paper's claims, decided from records
-                                  (quadrun.claims.claim)
+    claims(records, c) -> list    its paper's claims, decided (quadrun.claims.decide)
   optional:
     summarize(records, c) -> dict derived results for summary.json (may set "status")
-    figures(records, c, save)     experiment-specific figures; save(fig, name)
+    figures(records, c, save)     its figures; save(fig, name)
     check(cfg)                    checks of the whole config before anything is created
+    VARIANTS = (Variants, ...)    quadrun.schema.Variants: the keys each strategy, learner,
+                                  arch... reads; an unread override is reported before the
+                                  run and is left out of the fingerprint and the grouping
     POOL = ("key", ...)           section keys whose sweeps extend one study: the report
                                   pools their jobs' records before deciding the claims
 
-`c` is the experiment's Config with the run's values. The runner owns the loop over cells
-(stop checks, resume, progress); quadrun-report renders records and claims. The module
-must import without torch (the CLI validates configs without it): import torch inside
-the functions that use it.
+`c` is the experiment's Config with the run's values; `ctx` is the run's
+quadrun.artifacts.RunContext (device, seed, stop checks, shared objects, saved models).
+The runner owns the loop over cells (stop checks, resume, progress) and decides the claims
+once; quadrun-report renders them. The entry point must import without torch (the CLI
+validates configs without it): a package's __init__ calls into lab.py and figures.py
+from inside its functions.
 
-To add an experiment: copy a module in quadrun/experiments/ and add its line here; the
+Helpers that are not about the paper live beside what they serve: models in quadrun/nn/,
+data and targets in quadrun/data/, solvers in quadrun/solvers/, statistics in
+quadrun/stats.py.
+
+To add an experiment: copy a package in quadrun/experiments/ and add its line here; the
 `experiment=<name>` option exists without a YAML file. What a scale changes goes in
 configs/sizes/<name>/<scale>.yaml, only where it changes something. Experiments kept
 outside the package can be added with QUADRUN_EXPERIMENTS="name=package.module,...".

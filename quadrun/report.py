@@ -5,11 +5,13 @@ The one presentation path. A run writes its own `report/` through this code when
 folders (summary.json, .hydra/overrides.yaml, config.yaml), never a run's internals.
 
 - Runs are grouped by experiment, then by their overrides, leaving out the seed, the
-  keys that do not define a result (quadrun.vocab) and the experiment's `POOL` keys
-  (sweeps over those extend one study, e.g. relinear's strategies). The records of the
+  keys that do not define a result (quadrun.vocab), the keys the run's variant does not
+  read (quadrun.schema.unread_keys) and the experiment's `POOL` keys (sweeps over those
+  extend one study, e.g. relinear's strategies). The records of the
   finished runs (completed or diverged) of a group are pooled.
-- Claims come first: the experiment's `claims(records, cfg)` evaluated on each group's
-  pooled records, with `cfg` read from the group's first run.
+- Claims come first. A group of one run shows the claims the run decided (summary.json);
+  a group of several runs decides them again, once, on the pooled records (the
+  experiment's `claims(records, cfg)`, `cfg` read from the group's first run).
 - Record tables: one per experiment (per `part` where records have one), a row per
   combination of the record keys (replicate seeds pooled): mean ± std of every number
   (sample std), k/n for flags, `count` records per row, counts of non-completed records
@@ -143,13 +145,19 @@ class Run:
                 continue
         return {}
 
-    def group(self, pool: Iterable[str] = ()) -> str:
-        """The overrides that define this run's study (seed, runtime and pooled keys left out)."""
+    def group(self, pool: Iterable[str] = (), module=None) -> str:
+        """The overrides that define this run's study (seed, runtime, pooled and unread keys
+        left out)."""
+        from quadrun.schema import is_unread, unread_keys
+
         pool, keep = set(pool), []
+        unread = unread_keys(module, self.config.get(self.experiment)) if module else {}
         for o in self.overrides:
             key = o.lstrip("+~").split("=", 1)[0]
             parts = key.split(".")
             if parts[0].split("/")[0] in vocab.REPORT_IGNORED or not vocab.defines_result(key):
+                continue
+            if is_unread(key, self.experiment, unread):
                 continue
             if len(parts) >= 2 and parts[0] == self.experiment and ".".join(parts[1:]) in pool:
                 continue
@@ -187,18 +195,25 @@ def experiment_module(name: str):
         return None
 
 
+class ConfigMissing(Exception):
+    """A run folder whose config cannot give the experiment's section."""
+
+
 def experiment_config(module, run: Run):
-    """The experiment's Config dataclass with the run's values (defaults where missing)."""
+    """The experiment's Config dataclass with the run's values. ConfigMissing when the
+    run's config has no section for its experiment or does not fit this version's schema:
+    never a silent fall back to the defaults."""
     from omegaconf import OmegaConf
 
-    section = run.config.get(run.experiment) or {}
+    section = run.config.get(run.experiment)
+    if not isinstance(section, dict):
+        raise ConfigMissing(f"{run.folder / vocab.CONFIG}: no {run.experiment} section")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(module.Config), section)
         return OmegaConf.to_object(merged)
     except Exception as exc:  # a run folder of another quadrun version
-        log.warning("%s: config does not fit this version's schema (%s); using defaults",
-                    run.folder, str(exc).splitlines()[0])
-        return module.Config()
+        raise ConfigMissing(f"{run.folder / vocab.CONFIG}: its {run.experiment} section does "
+                            f"not fit this version's schema ({str(exc).splitlines()[0]})") from None
 
 
 # -- numbers and cells ---------------------------------------------------------------------------
@@ -388,22 +403,34 @@ class Study:
         self.keys = []
         for r in finished:
             self.keys += [k for k in r.record_keys if k not in self.keys]
-        self.cfg = experiment_config(module, finished[0]) if (module and finished) else None
-        self.claims = self._claims()
+        self.cfg = None
+        if module and finished:
+            try:
+                self.cfg = experiment_config(module, finished[0])
+            except ConfigMissing as exc:
+                self.error = str(exc)
+        self.claims = self._claims(finished)
 
-    def _claims(self) -> list:
+    def _claims(self, finished: list) -> list:
+        """One run: the claims it decided and stored. Several: decided on the pooled records."""
+        if len(finished) == 1 and isinstance(finished[0].summary.get("claims"), list):
+            found = [c for c in finished[0].summary["claims"] if isinstance(c, dict)]
+        else:
+            found = self._decide()
+        return [{**c, "group": self.group} if self.group and self.label else dict(c)
+                for c in found]
+
+    def _decide(self) -> list:
         fn = getattr(self.module, "claims", None)
         if fn is None or self.cfg is None:
             return []
         try:
-            found = list(fn(self.records, self.cfg))
+            return list(fn(self.records, self.cfg))
         except Exception as exc:  # records of another version, say: the tables still render
             log.warning("%s claims%s could not be decided: %s: %s", self.experiment,
                         f" ({self.group})" if self.group else "", type(exc).__name__, exc)
             self.error = f"{type(exc).__name__}: {exc}"
             return []
-        return [{**c, "group": self.group} if self.group and self.label else dict(c)
-                for c in found]
 
 
 def studies(runs: list) -> list:
@@ -416,7 +443,7 @@ def studies(runs: list) -> list:
         pool = tuple(getattr(module, "POOL", ()))
         groups = defaultdict(list)
         for r in by_exp[exp]:
-            groups[r.group(pool)].append(r)
+            groups[r.group(pool, module)].append(r)
         out += [Study(exp, g, groups[g], module, label=len(groups) > 1) for g in sorted(groups)]
     return out
 

@@ -1,5 +1,7 @@
 """run(cfg): validate, pick the device, seed, open the run folder, measure every cell,
-decide the claims, write the summary and the run's report.
+decide the claims (once: they are stored in summary.json) and write the summary. The CLI
+writes the run's report from the folder afterwards (quadrun.report); the runner does not
+import it.
 
 The loop over cells lives here, not in the experiments: an experiment says what it
 measures (`cells(c)`), how to measure one cell (`measure(c, cell, ctx) -> record`) and what
@@ -12,22 +14,19 @@ import logging
 import signal
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from quadrun import registry, vocab
-from quadrun.schema import ConfigError, validate
+from quadrun.errors import CheckpointError, ConfigError, Interrupted, RunFailed
+from quadrun.schema import validate
 
 log = logging.getLogger("quadrun")
 
 # SIGUSR2 is submitit's preemption / pre-timeout signal: after the checkpoint, its own
 # handler runs (it requeues the job, which then resumes in the same folder).
 STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2]
-
-
-class RunFailed(Exception):
-    """The run ended with status failed; the message is one line."""
 
 
 def _output_dir() -> Optional[Path]:
@@ -60,8 +59,6 @@ def record_keys(cells: list) -> list:
 def measure_cells(exp, c, ctx, cells: list) -> list:
     """Measure every cell in order; a finished cell is a stage, so a resumed run skips it.
     The record of a cell is the cell's own fields followed by what `measure` returned."""
-    from quadrun.training import Interrupted
-
     keys = [cell_key(cell) for cell in cells]
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"{exp.__name__}.cells: two cells share a key")
@@ -77,26 +74,13 @@ def measure_cells(exp, c, ctx, cells: list) -> list:
     return records
 
 
-def conclude(exp, c, records: list, keys: list) -> dict:
-    """The summary: records, record_keys, the experiment's derived results, claims."""
+def conclude(exp, c, records: list, keys: list, scale: str, device: str) -> dict:
+    """The summary: records, record_keys, the experiment's derived results, and the claims,
+    decided here once, each with the scale and the device that produced it."""
     derived = dict(exp.summarize(records, c)) if hasattr(exp, "summarize") else {}
     claims = list(exp.claims(records, c)) if hasattr(exp, "claims") else []
+    claims = [{**cl, "scale": scale, "device": device} for cl in claims]
     return {**derived, "records": records, "record_keys": keys, "claims": claims}
-
-
-def write_report(run_dir: Path, quiet: bool = False) -> None:
-    """The run's own report/ (and its figures in plots/), through quadrun-report's code."""
-    from quadrun import report
-
-    try:
-        result = report.build([run_dir], out=run_dir / vocab.REPORT,
-                              figures=run_dir / vocab.PLOTS, quiet=True)
-    except Exception:  # the summary is written; a report bug must not lose the run
-        log.error("could not write the report:\n%s", traceback.format_exc())
-        return
-    if not quiet:
-        report.print_claims(result["claims"])
-        log.info("report: %s", run_dir / vocab.REPORT / "table.md")
 
 
 def _to_log_file(text: str) -> None:
@@ -110,13 +94,15 @@ def _to_log_file(text: str) -> None:
         log.error("%s", text)
 
 
-def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
+def run(cfg: DictConfig, run_dir: Optional[Path] = None,
+        after: Optional[Callable[[Path], None]] = None) -> dict:
     """Run one experiment into `run_dir` (Hydra's output dir by default) and return its
-    summary. Raises ConfigError for bad input, Interrupted when stopped by a signal
-    (checkpoint saved), RunFailed when the experiment raised (summary status failed)."""
-    from quadrun.artifacts import CheckpointError, RunContext
+    summary; `after(run_dir)` is called once the summary is written, before a tracker
+    (logger=...) takes the folder's files (the CLI writes the run's report there). Raises
+    ConfigError for bad input, Interrupted when stopped by a signal (checkpoint saved),
+    RunFailed when the experiment raised (summary status failed)."""
+    from quadrun.artifacts import RunContext
     from quadrun.devices import make_runtime
-    from quadrun.training import Interrupted
 
     experiments = registry.load_all()
     validate(cfg, experiments)
@@ -141,11 +127,12 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     try:
         cells = list(exp.cells(c))
         records = measure_cells(exp, c, ctx, cells)
-        summary = conclude(exp, c, records, record_keys(cells))
+        summary = conclude(exp, c, records, record_keys(cells), cfg.scale, str(runtime.device))
         status = summary.pop("status", "completed")
         ctx.finish(status, summary)
         log.info("run %s: %s", run_dir, status)
-        write_report(run_dir)
+        if after is not None:
+            after(run_dir)
         return {"status": status, **summary}
     except Interrupted as exc:
         ctx.finish("interrupted", {"reason": str(exc)})

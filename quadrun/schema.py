@@ -14,11 +14,10 @@ from typing import Any, List, Optional, Union, get_args, get_origin
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from quadrun.errors import ConfigError
+
 SCALES = ("smoke", "cpu", "paper")
-
-
-class ConfigError(Exception):
-    """Bad input. The message is one line: `key: what is wrong; what is allowed`."""
+DEFAULT_EXPERIMENT = "relinear"     # the main job: `quadrun` with no overrides
 
 
 def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
@@ -74,7 +73,7 @@ class SweepConfig:
 
 @dataclass
 class BaseConfig:
-    experiment: str = "relinear"
+    experiment: str = DEFAULT_EXPERIMENT
     scale: str = spec("cpu", choices=list(SCALES))
     seed: int = spec(0, ge=0, lt=2**31)
     device: str = spec("auto", choices=["auto", "cpu", "cuda"])
@@ -108,6 +107,9 @@ def register(experiments: dict) -> type:
     for name in experiments:
         store.store(group="experiment", name=name, package="_global_",
                     node={"experiment": name, name: {}})
+    if DEFAULT_EXPERIMENT in experiments:   # configs/config.yaml's `experiment: default`
+        store.store(group="experiment", name="default", package="_global_",
+                    node={"experiment": DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT: {}})
     for name in SCALES:
         store.store(group="scale", name=name, package="_global_", node={"scale": name})
     from hydra.core.plugins import Plugins
@@ -240,7 +242,8 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
         raise ConfigError(f"experiment: unknown {name!r}; must be one of: "
                           + ", ".join(sorted(experiments)))
     if cfg.get(name) is None:
-        raise ConfigError(f"{name}: section missing (configs/experiment/{name}.yaml must set it)")
+        raise ConfigError(f"{name}: section missing; the experiment={name} option sets it "
+                          "(quadrun.schema.register)")
     try:
         OmegaConf.resolve(copy.deepcopy(cfg))
     except Exception as exc:  # an interpolation that does not resolve
@@ -257,3 +260,94 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)
+
+
+# -- variants: which keys each strategy, learner, arch... reads ---------------------------------
+@dataclass(frozen=True)
+class Variants:
+    """One table of an experiment's variants and the section keys each of them reads.
+
+        Variants("strategy", {"conventional": (), "plain": (),
+                              "relinear_sg": ("gamma",), "relinear_sw": ("alpha", "beta")})
+
+    `selector` is the section key that chooses (a value or a list of values), or a function
+    of the section (the experiment's Config) returning the chosen names. A key listed under
+    some variant is read only when one of its variants is chosen; keys listed nowhere are
+    always read. Keys are relative to the section; a key names a value or a whole
+    sub-section ("joint" covers joint.width1, joint.train.lr, ...). An unread key is
+    reported before the run starts and left out of the fingerprint and the report's
+    grouping, so a sweep over it is one study."""
+    selector: object
+    reads: dict
+    name: str = ""
+
+    def chosen(self, section) -> set:
+        if callable(self.selector):
+            value = self.selector(section)
+        else:
+            value = section
+            for part in str(self.selector).split("."):
+                value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if isinstance(value, (list, tuple, set, ListConfig)):
+            return {str(v) for v in value}
+        return {str(value)} if value is not None else set()
+
+    def label(self) -> str:
+        return self.name or str(self.selector)
+
+
+def _plain_section(section):
+    if isinstance(section, DictConfig):
+        return OmegaConf.to_container(section, resolve=True)
+    if is_dataclass(section):
+        return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
+    return section
+
+
+def unread_keys(module, section) -> dict:
+    """{key relative to the section: one line saying why it is not read} for the section
+    of `module` (an experiment) with these values; {} when the experiment has no VARIANTS
+    or the section is missing."""
+    tables = getattr(module, "VARIANTS", ())
+    if not tables or section is None:
+        return {}
+    plain = _plain_section(section)
+    owners: dict = {}
+    for table in tables:
+        chosen = table.chosen(plain)
+        for variant, keys in table.reads.items():
+            for key in keys:
+                owners.setdefault(key, []).append((table, variant, variant in chosen))
+    out = {}
+    for key, uses in owners.items():
+        if any(read for _, _, read in uses):
+            continue
+        table = uses[0][0]
+        readers = ", ".join(v for _, v, _ in uses)
+        now = ", ".join(sorted(table.chosen(plain))) or "none"
+        out[key] = f"not read by {table.label()}={now} (read by {readers})"
+    return out
+
+
+def drop_keys(plain: dict, keys) -> dict:
+    """A copy of a plain nested dict without the dotted `keys`."""
+    out = copy.deepcopy(plain)
+    for key in keys:
+        node, parts = out, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return out
+
+
+def is_unread(override_key: str, experiment: str, unread: dict) -> bool:
+    """Whether an override's key (e.g. relinear.gamma, relinear.joint.train.lr) falls under
+    one of the experiment's unread keys."""
+    key = override_key.lstrip("+~").split("=", 1)[0]
+    if not key.startswith(experiment + "."):
+        return False
+    rel = key[len(experiment) + 1:]
+    return any(rel == k or rel.startswith(k + ".") for k in unread)

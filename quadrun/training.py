@@ -13,7 +13,8 @@
 - `evaluate(model)` returns a dict of floats, logged every `eval_every` epochs; each entry
   of the history also has the epoch's mean training loss (`train/loss`).
 - Checkpoints (`checkpoints/last.pt`) every `checkpoint_every` steps, at each epoch end and
-  when a stop is requested (SIGTERM/SIGINT/SIGUSR1), then `Interrupted` is raised.
+  when a stop is requested (a signal the runner handles: quadrun.runner.STOP_SIGNALS),
+  then `Interrupted` is raised.
 - A non-finite loss ends training with status "diverged" (a result, not a crash).
 - No host synchronisation per step: losses are summed on the device, read when logged.
 - The training steps run through `quadrun.accel.accelerated` (CUDA graphs or compile).
@@ -33,14 +34,11 @@ import torch
 from quadrun.accel import accelerated, new_step
 from quadrun.artifacts import RunContext
 from quadrun.devices import autocast, rng_state, set_rng_state
+from quadrun.errors import Interrupted
 from quadrun.progress import Progress
 from quadrun.vocab import derive_seed
 
 log = logging.getLogger("quadrun")
-
-
-class Interrupted(Exception):
-    """A stop was requested; the state is checkpointed and the run can be resumed."""
 
 
 @dataclass

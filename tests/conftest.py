@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# Test-only experiments (tests/plugins/), registered in the CLI's environment: one line each.
+PLUGINS = {"toy": "plugins.toy"}
 
 
 def cli_env(toy: bool = False, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUADRUN_")}
     env.setdefault("OMP_NUM_THREADS", "1")
     if toy:
-        env["QUADRUN_EXPERIMENTS"] = "toy=plugins.toy"
+        env["QUADRUN_EXPERIMENTS"] = ",".join(f"{k}={v}" for k, v in PLUGINS.items())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
@@ -57,3 +59,81 @@ def cli(tmp_path):
         return run_cli(*args, cwd=tmp_path, **kw)
     call.cwd = tmp_path
     return call
+
+
+# -- composing configs and a stand-in run context ------------------------------------------------
+def compose_config(*overrides: str):
+    """(the composed config, the experiments) for `quadrun OVERRIDES`, through Hydra as the
+    CLI does it (the hydra node left out)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from quadrun import registry
+    from quadrun.cli import config_dir
+    from quadrun.schema import register
+
+    experiments = registry.load_all()
+    register(experiments)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=list(overrides)), experiments
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose():
+    """compose(*overrides) -> (cfg, experiments)."""
+    return compose_config
+
+
+class FakeContext:
+    """What `measure` uses of a quadrun.artifacts.RunContext, in memory: the runtime (seed,
+    device), shared and latest objects (what was built is kept in `built`), the stop flag
+    (set after `stop_after` logged points), logged points (`rows`) and a folder for
+    checkpoints."""
+
+    def __init__(self, seed: int = 0, folder: Path | None = None, stop_after: int | None = None,
+                 device: str = "cpu"):
+        from types import SimpleNamespace
+
+        import torch
+
+        self.runtime = SimpleNamespace(seed=seed, device=torch.device(device), precision="fp32",
+                                       compile=False, cuda_graphs=False)
+        self.device = self.runtime.device
+        self.memo, self.built, self.rows = {}, [], []
+        self.stop_requested, self.stop_after = False, stop_after
+        self.dir = Path(folder) if folder else None
+        self.data_dir = self.dir or Path("data")
+        self.fingerprint, self.label = "fake", ""
+
+    def shared(self, key, build):
+        if key not in self.memo:
+            self.built.append(key)
+            self.memo[key] = build()
+        return self.memo[key]
+
+    def latest(self, kind, key, build):
+        from quadrun.artifacts import RunContext
+
+        return RunContext.latest(self, kind, key, lambda: (self.built.append((kind, key)), build())[1])
+
+    def check_stop(self, where: str = "") -> None:
+        from quadrun.artifacts import RunContext
+
+        RunContext.check_stop(self, where)
+
+    def log(self, step, metrics):
+        self.rows.append({"step": step, **metrics})
+        if self.stop_after is not None and len(self.rows) >= self.stop_after:
+            self.stop_requested = True
+
+
+@pytest.fixture
+def fake_ctx(tmp_path):
+    """fake_ctx(seed=0, stop_after=None) -> a FakeContext with its folder in tmp_path."""
+    def make(seed: int = 0, stop_after: int | None = None) -> FakeContext:
+        return FakeContext(seed, tmp_path, stop_after)
+    return make

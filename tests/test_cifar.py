@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from quadrun.data import cifar
-from quadrun.schema import ConfigError
+from quadrun.errors import ConfigError
 
 PER_BATCH = 4
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

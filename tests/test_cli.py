@@ -42,6 +42,11 @@ MESSAGES = {
                          "sweep.objective: a search sweeper needs the summary value to optimise"),
     "logger choice": (["logger=wandb"], "logger: 'wandb' is not allowed; must be one of: none, "
                                         "tensorboard, mlflow"),
+    "cfg job, bad value": (["--cfg", "job", "toy.width=0"], "toy.width: 0 is out of range; "
+                                                           "must be >= 1"),
+    "cfg job, bad type": (["--cfg", "job", "toy.width=abc"], "toy.width: Value 'abc' "),
+    "cfg job, no such experiment": (["--cfg", "job", "experiment=nosuch"],
+                                    "experiment: unknown 'nosuch'; must be one of: "),
 }
 
 
@@ -84,6 +89,8 @@ NO_TORCH = ("import atexit, sys; atexit.register(lambda: print('torch imported:'
 
 
 @pytest.mark.parametrize("args", [["--help"], ["experiment=pde", "--cfg", "job"],
+                                  ["experiment=pde", "--cfg", "job", "pde.solution=nosuch"],
+                                  ["experiment=expressivity", "expressivity.budget=-1"],
                                   ["experiment=hierpoly", "hierpoly.nope=1"],
                                   ["experiment=dcdm", "seed=-4"]])
 def test_help_config_and_errors_do_not_import_torch(tmp_path, args):

@@ -367,7 +367,8 @@ def test_training_seconds_add_up_over_a_resume(tmp_path):
     whole training's: 2 epochs of 4 steps at 0.05 s each, stopped after the first."""
     from quadrun.artifacts import RunContext
     from quadrun.devices import Runtime
-    from quadrun.training import Interrupted, fit
+    from quadrun.errors import Interrupted
+    from quadrun.training import fit
 
     cfg = OmegaConf.create({"experiment": "toy", "scale": "cpu", "seed": 0, "data_dir": "data"})
     tc = TrainConfig(epochs=2, batch_size=4, lr=0.01, log_every=100)
@@ -391,3 +392,35 @@ def test_training_seconds_add_up_over_a_resume(tmp_path):
     result = attempt(False)
     assert result.step == 8 and result.samples == 32
     assert result.train_seconds >= 8 * 0.05 * 0.95      # both epochs, not the second alone
+
+
+def test_unread_keys_follow_the_variants_table():
+    """A key that only some variants read is unread (and left out of the fingerprint)
+    when none of them is chosen; a list selector chooses several."""
+    from dataclasses import dataclass, field
+    from types import SimpleNamespace
+
+    from quadrun.schema import Variants, drop_keys, is_unread, unread_keys
+
+    @dataclass
+    class Sub:
+        lr: float = 0.1
+
+    @dataclass
+    class C:
+        strategy: str = "plain"
+        learners: list = field(default_factory=lambda: ["a"])
+        gamma: float = 1.0
+        alpha: float = 0.0
+        b: Sub = field(default_factory=Sub)
+
+    module = SimpleNamespace(VARIANTS=(
+        Variants("strategy", {"plain": (), "sg": ("gamma",), "sw": ("alpha",)}),
+        Variants("learners", {"a": (), "b": ("b",)})))
+    assert sorted(unread_keys(module, C())) == ["alpha", "b", "gamma"]
+    assert sorted(unread_keys(module, C(strategy="sg", learners=["a", "b"]))) == ["alpha"]
+    assert "read by sg" in unread_keys(module, C())["gamma"]
+    unread = unread_keys(module, C())
+    assert is_unread("x.b.lr", "x", unread) and not is_unread("x.strategy", "x", unread)
+    assert drop_keys({"gamma": 1, "b": {"lr": 2}, "k": 3}, ["gamma", "b.lr"]) == {"b": {}, "k": 3}
+    assert unread_keys(SimpleNamespace(), C()) == {}

@@ -548,7 +548,7 @@ def test_measure_one_pass_serves_every_n():
 
 
 def test_measure_random_features_and_stop():
-    from quadrun.training import Interrupted
+    from quadrun.errors import Interrupted
     c = _small(learners=["layerwise"])
     c.layerwise.features = "random"
     ctx = _Ctx()

@@ -18,7 +18,7 @@ from quadrun.nn.ritz import (ACTIVATIONS, SobolBatches, TwoLayer, energy, errors
                              lbfgs_polish, random_feature_ritz, sobol_points, truncated_solve)
 from quadrun.solvers.pde import (PHIS, SOLUTIONS, Grid, Problem, default_step_size, newton,
                                  preconditioned_gradient_descent, reference_solution)
-from quadrun.training import Interrupted
+from quadrun.errors import Interrupted
 from tests.conftest import run_folders, summary
 
 

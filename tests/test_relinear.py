@@ -453,6 +453,8 @@ def test_ablation_table_from_sweep_folder(tmp_path):
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text(
             f"- experiment=relinear\n- relinear.strategy={strategy}\n- seed={i}\n")
+        (d / "config.yaml").write_text(f"experiment: relinear\nseed: {i}\n"
+                                       f"relinear:\n  strategy: {strategy}\n")
         rec = _rec(strategy, i, acc=acc, collapsed=collapsed)
         (d / "summary.json").write_text(json.dumps({
             "experiment": "relinear", "status": "completed", "records": [rec],

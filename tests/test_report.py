@@ -28,8 +28,10 @@ def make_run(root: Path, name: str, overrides: list, summary: dict | None, raw: 
 
 def toy_summary(seed: int, mse: float, status: str = "completed", variance: float = 0.5) -> dict:
     record = {"model": "mlp", "status": status, "val/mse": mse, "steps": 16, "variance": variance}
+    from plugins import toy
+
     return {"experiment": "toy", "status": status, "seed": seed, "records": [record],
-            "record_keys": ["model"], "claims": []}
+            "record_keys": ["model"], "claims": toy.claims([record], toy.Config())}
 
 
 @pytest.fixture(autouse=True)
@@ -146,8 +148,27 @@ def test_a_claim_function_that_raises_leaves_the_tables(tmp_path, monkeypatch):
 
     def broken(records, c):
         raise KeyError("val/mse")
+    for seed in (0, 1):   # two runs of one study: their pooled records are decided again
+        make_run(tmp_path, f"run{seed}", ["experiment=toy", f"seed={seed}"], toy_summary(seed, 0.2))
     monkeypatch.setattr(toy, "claims", broken)
-    run = make_run(tmp_path, "run", ["experiment=toy"], toy_summary(0, 0.2))
-    result = build([run], quiet=True)
+    result = build([tmp_path], quiet=True)
     assert result["claims"] == [] and result["tables"]
-    assert "### Claims not decided" in (run / "report" / "table.md").read_text()
+    assert "### Claims not decided" in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_one_run_shows_its_stored_claims_and_decides_nothing(tmp_path, monkeypatch):
+    from plugins import toy
+
+    run = make_run(tmp_path, "run", ["experiment=toy"], toy_summary(0, 0.2))
+    monkeypatch.setattr(toy, "claims", lambda records, c: 1 / 0)
+    [c] = build([run], quiet=True)["claims"]
+    assert c["id"] == "fits" and c["verdict"] == "holds"
+
+
+def test_a_run_whose_config_lacks_its_section_is_an_error_not_the_defaults(tmp_path):
+    a = make_run(tmp_path, "a", ["experiment=toy", "seed=0"], toy_summary(0, 0.2))
+    make_run(tmp_path, "b", ["experiment=toy", "seed=1"], toy_summary(1, 0.2))
+    (a / "config.yaml").write_text("experiment: toy\nseed: 0\n")
+    result = build([tmp_path], quiet=True)
+    assert result["claims"] == []
+    assert "no toy section" in (tmp_path / "report" / "table.md").read_text()

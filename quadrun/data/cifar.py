@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from quadrun.schema import ConfigError
+from quadrun.errors import ConfigError
 
 log = logging.getLogger("quadrun")
 

@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from quadrun.schema import ConfigError
+from quadrun.errors import ConfigError
 
 DATASETS = ("cifar10", "digits", "synthetic")
 

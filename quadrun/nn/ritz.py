@@ -164,7 +164,7 @@ def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: i
     evaluation budget is what one call would have had left (max_iter * 5 // 4 in all), and
     the stops a single call makes between iterations (no progress, budget spent) are made
     between calls too."""
-    from quadrun.training import Interrupted
+    from quadrun.errors import Interrupted
 
     tol_change = 1e-15
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=50,

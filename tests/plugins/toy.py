@@ -3,8 +3,9 @@ synthetic data, one cell. Registered only in tests (QUADRUN_EXPERIMENTS="toy=plu
 it needs no YAML file."""
 from dataclasses import dataclass
 
-from quadrun.claims import above, claim, fmt
+from quadrun.claims import Above, Claim, Evidence, decide, fmt, missing
 from quadrun.schema import TrainConfig, spec, train_config
+from quadrun.stats import Interval
 
 
 @dataclass
@@ -63,17 +64,16 @@ def summarize(records, c) -> dict:
             **{k: r[k] for k in ("val/mse", "steps", "weights_sum", "samples", "train_seconds")}}
 
 
+FITS = Claim("fits", "The network fits y better than its mean does.", "toy",
+             target="Var y - val/mse above 0 (exact: one training, no noise)", rule=Above(0.0))
+
+
 def claims(records, c) -> list:
     """One claim, so the core's claim path is exercised: training fits better than a constant."""
     done = [r for r in records if isinstance(r.get("val/mse"), float)]
     if not done:
-        return [claim("fits", "The network fits y better than its mean does.", "toy",
-                      measured="no finished training", target="val/mse < Var y",
-                      verdict="not_measured", why="no record has a validation MSE")]
-    gaps = [r["variance"] - r["val/mse"] for r in done]
-    verdict = above(min(gaps), min(gaps))
-    return [claim("fits", "The network fits y better than its mean does.", "toy",
-                  measured=f"val/mse {fmt(done[0]['val/mse'])} vs Var y {fmt(done[0]['variance'])}",
-                  target="val/mse < Var y", verdict=verdict,
-                  why="the fitted MSE is below the variance" if verdict == "holds"
-                  else "the fitted MSE is not below the variance")]
+        return decide([FITS], {"fits": missing("no record has a validation MSE")})
+    gap = min(r["variance"] - r["val/mse"] for r in done)
+    return decide([FITS], {"fits": Evidence(
+        measured=f"val/mse {fmt(done[0]['val/mse'])} vs Var y {fmt(done[0]['variance'])}",
+        interval=Interval(gap, gap, gap))})
