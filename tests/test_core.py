@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -394,26 +395,28 @@ def test_training_seconds_add_up_over_a_resume(tmp_path):
     assert result.train_seconds >= 8 * 0.05 * 0.95      # both epochs, not the second alone
 
 
+@dataclass
+class _Sub:
+    lr: float = 0.1
+
+
+@dataclass
+class _Variants:
+    strategy: str = "plain"
+    learners: list = field(default_factory=lambda: ["a"])
+    gamma: float = 1.0
+    alpha: float = 0.0
+    b: _Sub = field(default_factory=_Sub)
+
+
 def test_unread_keys_follow_the_variants_table():
     """A key that only some variants read is unread (and left out of the fingerprint)
     when none of them is chosen; a list selector chooses several."""
-    from dataclasses import dataclass, field
     from types import SimpleNamespace
 
     from quadrun.schema import Variants, drop_keys, is_unread, unread_keys
 
-    @dataclass
-    class Sub:
-        lr: float = 0.1
-
-    @dataclass
-    class C:
-        strategy: str = "plain"
-        learners: list = field(default_factory=lambda: ["a"])
-        gamma: float = 1.0
-        alpha: float = 0.0
-        b: Sub = field(default_factory=Sub)
-
+    C = _Variants
     module = SimpleNamespace(VARIANTS=(
         Variants("strategy", {"plain": (), "sg": ("gamma",), "sw": ("alpha",)}),
         Variants("learners", {"a": (), "b": ("b",)})))
