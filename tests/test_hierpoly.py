@@ -697,6 +697,9 @@ def test_kernel_rate_against_its_feature_count():
     assert c["verdict"] == "fails" and "more samples" in c["why"]
     c = _verdicts(net + kern(0.6), sep)["separation.kernel_rate[hermite_kernel]"]
     assert c["verdict"] == "inconclusive" and "pre-asymptotic" in c["why"]
+    rule = hclaims.claim_kernel_rate("separation", sep.separation, "hermite_kernel", sep, secant).rule
+    v, why = rule.decide(Evidence(interval=Interval(1.1, 0.95, 1.3)))    # crosses the upper edge
+    assert v == "inconclusive" and "too wide" in why
     # no kernel records in the separation regime: not measured, and the claim is still there
     c = _verdicts(net, sep)["separation.kernel_rate[hermite_kernel]"]
     assert c["verdict"] == "not_measured" and "hierpoly.separation.learners" in c["why"]
@@ -830,6 +833,27 @@ def test_rate_rule_error_rates_simulated():
     assert rates["holds"] <= 0.1 and rates["fails"] <= 0.1, rates
 
 
+def test_separation_rule_error_rates_simulated():
+    """The network's side of the separation rule on simulated records (10 seeds, d = 6 ...
+    32, per-seed sd 0.35 in log n*), the kernel's side held at an exact 3.2: a true d^2
+    network separates nearly always, a true d^3 network (on the midpoint) rarely."""
+    c = _cfg("separation", bootstrap=200, dims=list(SIM_DIMS))
+    r = c.separation
+    kernel = Evidence(interval=Interval(3.2, 3.2, 3.2))
+    rates = {}
+    for beta, reps in ((2.0, 30), (3.0, 30)):
+        rng = np.random.default_rng(int(beta * 1000))
+        found = []
+        for _ in range(reps):
+            s = hclaims.study(_simulated_records(beta, rng), "separation", "layerwise", r, c)
+            ev = Evidence(cases=[("network", hclaims.rate_evidence(s, "separation", "layerwise")),
+                                 ("kernel", kernel)])
+            found.append(hclaims.claim_separation("separation", r, "hermite_kernel", c).decide(ev)["verdict"])
+        rates[beta] = {v: found.count(v) / reps for v in set(found)}
+    assert rates[2.0].get("holds", 0) >= 0.95, rates
+    assert rates[3.0].get("holds", 0) <= 0.1, rates
+
+
 def test_feature_recovery_does_not_fail_exactly_collapsed_noisy_curves():
     """Curves that collapse exactly on n/d^2 with per-seed corr noise 0.06 (the noise at which
     the first protocol's max-of-ranges statistic failed 91 % of the time): n_c grows like
@@ -915,6 +939,23 @@ def test_config_keys_regimes_scales_and_unread_keys(compose):
     h = cfg.hierpoly
     assert list(h.regimes) == ["paper"] and (h.joint.train.epochs, h.joint.train.lr) == (100, 0.01)
     assert (h.paper.inner, h.paper.k, h.paper.q, list(h.paper.dims)) == ("hermite_sum", 3, 3, [16, 24, 32, 40])
+
+
+def test_gpu_and_paper_sizes(compose):
+    """The gpu sizes (composed by path until "gpu" is one of quadrun's scales): the headline
+    at d = 64, 128, 256 x 5 seeds, n up to 32 d^2, every feature count allowed; the paper
+    scale lifts the NTK's cpu caps."""
+    from collections import Counter
+    from omegaconf import OmegaConf
+    cfg, _ = compose("experiment=hierpoly", "sizes@_global_=hierpoly/gpu")
+    c = OmegaConf.to_object(cfg.hierpoly)
+    cells = hierpoly.cells(c)
+    assert Counter((x["learner"], x["d"]) for x in cells) == {("layerwise", d): 5 * 6 for d in (64, 128, 256)}
+    assert max(x["n"] for x in cells) == 32 * 256 ** 2 and c.headline.gram_dtype == "float32"
+    assert math.comb(258, 2) <= c.layerwise.max_features
+    cfg, _ = compose("experiment=hierpoly", "scale=paper")
+    learners = Counter(x["learner"] for x in hierpoly.cells(OmegaConf.to_object(cfg.hierpoly)))
+    assert learners["kernel"] > 0 and learners["joint"] > 0
 
 
 def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):

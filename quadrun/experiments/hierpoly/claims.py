@@ -28,7 +28,8 @@ from quadrun import stats
 from quadrun.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Above, AllCases, Band,
                             Below, Claim, Rule, decide, fmt)
 from quadrun.experiments.hierpoly import curves
-from quadrun.experiments.hierpoly.config import KERNELS, LEARNERS, PAPER, REGIMES, THREE_LAYER
+from quadrun.experiments.hierpoly.config import (KERNELS, LEARNERS, PAPER, REGIMES, THREE_LAYER,
+                                                 learner_dims)
 from quadrun.experiments.hierpoly.evidence import (RECOVERY, control_evidence, pair_evidence,
                                                    rate_evidence, study)
 
@@ -76,8 +77,11 @@ def _setup(regime: str, r, learner: str, c) -> str:
            "joint": f"all layers with Adam from a muP start, m2 = {c.joint.width2}",
            "hermite_kernel": "ridge on the Hermite features of degree <= kq",
            "kernel": "ReLU NTK ridge", "relu2": f"two-layer ReLU net, width {c.relu2.width}, Adam"}
+    dims = learner_dims(c, r, learner) if learner in LEARNERS else r.dims
+    most = getattr(getattr(c, learner, None), "max_seeds", 0)
+    seeds = min(r.seeds, most) if most else r.seeds
     return (f"{target}; {learner}: {how.get(learner, learner)}; n* at median test MSE / Var h "
-            f"= {fmt(r.target_error)} over seeds; d = {', '.join(map(str, r.dims))}")
+            f"= {fmt(r.target_error)} over {seeds} seeds; d = {', '.join(map(str, dims))}")
 
 
 # ---- the claims, declared once ---------------------------------------------------------------
