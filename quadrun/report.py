@@ -35,11 +35,11 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import yaml
 
-from quadrun import vocab
+from quadrun import stats, vocab
 
 log = logging.getLogger("quadrun")
 
@@ -217,19 +217,10 @@ def experiment_config(module, run: Run):
 
 
 # -- numbers and cells ---------------------------------------------------------------------------
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def stats(values: list) -> dict:
+def _cell_stats(values: list) -> dict:
     """mean, sample std (ddof=1; 0 for one value) and n of the finite numbers."""
-    values = [float(v) for v in values if _is_number(v)]
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "std": None, "n": 0}
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n}
+    values = stats.finite(values)
+    return {"mean": stats.mean(values), "std": stats.std(values), "n": len(values)}
 
 
 def fmt_number(x) -> str:
@@ -313,7 +304,7 @@ def _aggregate(values: list) -> dict:
     flags = [v for v in values if isinstance(v, bool)]
     if flags and len(flags) == len([v for v in values if v is not None]):
         return {"true": sum(flags), "n": len(flags)}
-    return stats(values)
+    return _cell_stats(values)
 
 
 def records_table(title: str, rows_in: list, keys: list) -> Table:
@@ -323,7 +314,7 @@ def records_table(title: str, rows_in: list, keys: list) -> Table:
     metrics = []
     for r in records:
         for k, v in r.items():
-            if k not in skip and k not in metrics and (_is_number(v) or isinstance(v, bool)):
+            if k not in skip and k not in metrics and (stats.is_number(v) or isinstance(v, bool)):
                 metrics.append(k)
     statuses = sorted({str(r.get("status")) for r in records
                        if r.get("status") not in (None, "completed")})

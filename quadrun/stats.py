@@ -4,8 +4,8 @@ Every interval is a two-sided 95 % interval unless `level` says otherwise, retur
 `Interval(estimate, low, high)`; `low`/`high` are None when the data cannot give one
 (fewer than two values, no spread to resample).
 
-- `finite`, `median`, `mean`: the numbers among values (None, NaN, inf and non-numbers
-  dropped), their median and mean.
+- `finite`, `median`, `mean`, `std`: the numbers among values (None, NaN, inf and
+  non-numbers dropped), their median, mean and sample standard deviation.
 - `t_interval` (the mean), `welch_interval` (a difference of means, Welch's t).
 - `bootstrap` (any statistic of one sample) and `bootstrap_groups` (any statistic of
   several groups, units resampled within each group: seeds within each d, say).
@@ -75,6 +75,14 @@ def median(values: Iterable) -> Optional[float]:
 def mean(values: Iterable) -> Optional[float]:
     x = finite(values)
     return float(np.mean(x)) if x else None
+
+
+def std(values: Iterable) -> Optional[float]:
+    """The sample standard deviation (ddof = 1; 0 for one value)."""
+    x = finite(values)
+    if not x:
+        return None
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
 # -- t intervals --------------------------------------------------------------------------------
