@@ -6,28 +6,17 @@ no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 from quadrun import registry
 from quadrun.errors import ConfigError
-from quadrun.schema import DEFAULT_EXPERIMENT, SCALES, register
+from quadrun.schema import DEFAULT_EXPERIMENT, SCALES, config_dir, register
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
-
-
-def config_dir() -> str:
-    """configs/ as shipped in the wheel (quadrun.configs), or the source checkout's."""
-    try:
-        path = Path(str(resources.files("quadrun.configs")))
-        if (path / "config.yaml").exists():
-            return str(path)
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return str(Path(__file__).resolve().parent.parent / "configs")
 
 
 def _error(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -91,8 +80,12 @@ INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 
 def _check_flags(argv: list) -> None:
     """Only Hydra's own flags, written in full (argparse would take `--experiment=x` as an
-    abbreviation of --experimental-rerun)."""
+    abbreviation of --experimental-rerun, which quadrun does not support: it unpickles a
+    file; `quadrun resume=<folder>` continues a run)."""
     for a in argv:
+        if a.split("=", 1)[0] == "--experimental-rerun":
+            raise ConfigError("arguments: --experimental-rerun is not supported; continue a run "
+                              "with quadrun resume=<run folder>")
         if a.startswith("-") and a.split("=", 1)[0] not in FLAGS + VALUE_FLAGS:
             guess = a.lstrip("-")
             raise ConfigError(f"arguments: {a!r} is not an option; overrides are written without "
@@ -149,16 +142,17 @@ def _latest_run(experiment: str) -> Path:
 
 
 def _resume_overrides(folder: str) -> list:
-    import yaml
-
     path = Path(folder).expanduser()
     saved = path / ".hydra" / "overrides.yaml"
     if not saved.exists():
         raise ConfigError(f"resume: {folder!r} is not a run folder (no .hydra/overrides.yaml)")
+    from quadrun.errors import CheckpointError
+    from quadrun.runfolder import read_overrides
+
     try:
-        previous = yaml.safe_load(saved.read_text()) or []
-    except yaml.YAMLError:
-        raise ConfigError(f"resume: {saved} is not valid YAML") from None
+        previous = read_overrides(saved)
+    except CheckpointError as exc:
+        raise ConfigError(f"resume: {exc}") from None
     quoted = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     return [o for o in previous if not o.startswith("resume=")] + [f"hydra.run.dir='{quoted}'"]
 
@@ -167,28 +161,74 @@ class Finished(Exception):
     """Nothing to do: the message says why (exit 0)."""
 
 
-def _refuse_finished(folder: Path, extra: list) -> None:
-    """A completed (or diverged) run is final: resuming it changes no file."""
-    import json
+def _check_existing(folder: Path, cfg, what: str) -> None:
+    """Before Hydra writes into an existing run folder (resume=, or hydra.run.dir= naming
+    it): its bookkeeping files are readable, the config is the run's own, a finished run is
+    left as it is, and no other process works in it (the lock is held from here on). A
+    refused resume changes no file."""
+    from omegaconf import OmegaConf
 
-    from quadrun import vocab
+    from quadrun import identity, locks, vocab
+    from quadrun.errors import CheckpointError
+    from quadrun.runfolder import read_json_dict
 
     try:
-        status = json.loads((folder / vocab.SUMMARY).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return
-    if status not in ("completed", "diverged"):
-        return
-    if extra:
-        raise ConfigError(f"resume: {folder} is {status}; its results are final and "
-                          f"{' '.join(extra)} would change them: start a new run without "
-                          "resume= (nothing in the folder was changed)")
-    raise Finished(f"{folder} is {status}: nothing to resume (report: "
-                   f"{folder / vocab.REPORT / 'table.md'})")
+        done = read_json_dict(folder / vocab.SUMMARY).get("status")
+        read_json_dict(folder / vocab.META)
+        stages = read_json_dict(folder / vocab.STAGES)
+    except CheckpointError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    mine = identity.config_fingerprint(cfg)
+    theirs = stages.get("fingerprint")
+    if (folder / vocab.CONFIG).exists():
+        try:
+            theirs = identity.config_fingerprint(OmegaConf.load(folder / vocab.CONFIG))
+        except Exception:  # noqa: BLE001 - a config.yaml of another version
+            theirs = theirs or "unreadable"
+    if theirs is not None and theirs != mine:
+        raise ConfigError(f"{what}: these overrides change the config of the run in {folder} "
+                          f"(fingerprint {mine}, the run's is {theirs}); resume with the run's "
+                          "own overrides, or start a new run (nothing in the folder was changed)")
+    if done in ("completed", "diverged"):
+        raise Finished(f"{folder} is {done}: nothing to resume (report: "
+                       f"{folder / vocab.REPORT / 'table.md'})")
+    locks.hold(folder, what)
 
 
-def _variants(overrides: list) -> list:
-    """One override list per value of each sweep dimension (others at their first value)."""
+def _check_hydra(cfg_hydra, multirun: bool) -> None:
+    """Hydra settings quadrun relies on: a run folder, and .hydra/ in it (resume reads it)."""
+    from omegaconf import OmegaConf
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = OmegaConf.select(cfg_hydra, key[len("hydra."):], throw_on_resolution_failure=False)
+    if folder is None or not str(folder).strip():
+        raise ConfigError(f"{key}: empty; give a folder (the default is outputs/<experiment>/"
+                          "<date>_<time>_<id>)")
+    if OmegaConf.select(cfg_hydra, "output_subdir") in (None, ""):
+        raise ConfigError("hydra.output_subdir: quadrun keeps each run's overrides in .hydra/ "
+                          "(resume reads them); leave it at its default")
+
+
+def _strict_bools(variant: list, cfg) -> None:
+    """A bool key takes true or false, nothing else (OmegaConf would read 2 or yes as true)."""
+    from omegaconf import OmegaConf
+
+    for o in variant:
+        key, _, value = o.lstrip("+~").partition("=")
+        node = OmegaConf.select(cfg, key, throw_on_missing=False, default=None) \
+            if "." in key or key in cfg else None
+        if isinstance(node, bool) and value.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"{key}: {value!r} is not allowed; must be true or false")
+
+
+def _fixed_folder(output) -> "Path | None":
+    """The run or sweep folder when the config names it outright (no ${...} in it)."""
+    if isinstance(output, str) and output.strip() and "${" not in output:
+        return Path(output).expanduser()
+    return None
+
+
+def _parse(overrides: list) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -198,15 +238,41 @@ def _variants(overrides: list) -> list:
             parsed += parser.parse_overrides([o])
         except Exception as exc:  # Hydra's grammar errors name token types: say it plainly
             raise _parse_error(o, exc) from None
-    firsts, sweeps = [], []
-    for o in parsed:
-        if o.is_sweep_override() and not o.is_discrete_sweep():  # interval(a, b) of a search
-            value = o.value()
-            values = [str(value.start), str(value.end)]
-            firsts.append(f"{o.get_key_element()}={values[0]}")
-            sweeps.append((len(firsts) - 1, o.get_key_element(), values))
-        elif o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
+    return parsed
+
+
+def _values(o) -> tuple:
+    """(the distinct values of a sweep override worth validating, how many jobs it makes),
+    without listing a range: its first and last value stand for it (ranges are of numbers,
+    whose checks are bounds)."""
+    from hydra.core.override_parser.types import RangeSweep
+
+    value = o.value()
+    if o.is_sweep_override() and not o.is_discrete_sweep():   # interval(a, b) of a search
+        return [str(value.start), str(value.end)], 1
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step or 1
+        count = max(0, math.ceil((stop - start) / step))
+        if count == 0:
+            raise ConfigError(f"{o.get_key_element()}: the range {o.input_line.split('=', 1)[1]} "
+                              "is empty")
+        last = start + (count - 1) * step
+        shown = [start, last] if count > 1 else [start]
+        return [str(int(v)) if float(v).is_integer() and isinstance(start, int) else str(v)
+                for v in shown], count
+    values = list(o.sweep_string_iterator())
+    return values, len(values)
+
+
+def _variants(overrides: list) -> tuple:
+    """(one override list per distinct value of each sweep dimension, the others at their
+    first value; the number of jobs the sweep makes). Nothing is listed in full: a range
+    of 10^8 seeds costs two variants."""
+    firsts, sweeps, jobs = [], [], 1
+    for o in _parse(overrides):
+        if o.is_sweep_override():
+            values, count = _values(o)
+            jobs *= count
             firsts.append(f"{o.get_key_element()}={values[0]}")
             sweeps.append((len(firsts) - 1, o.get_key_element(), values))
         else:
@@ -215,7 +281,21 @@ def _variants(overrides: list) -> list:
     for i, key, values in sweeps:
         for v in values[1:]:
             variants.append(firsts[:i] + [f"{key}={v}"] + firsts[i + 1:])
-    return variants[:64]
+    return variants, jobs
+
+
+def _sweeper_params(overrides: list) -> list:
+    """The sweep of a named sweep (`sweep=...` sets hydra.sweeper.params) as overrides, for
+    the keys the command line does not sweep itself."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = _compose(_variants(overrides)[0][0])
+    except Exception:  # noqa: BLE001 - the variants' own validation says what is wrong
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
 
 
 def _compose(overrides: list):
@@ -270,11 +350,12 @@ def preflight(argv: list, experiments: dict) -> list:
             folder = str(_latest_run(chosen[-1] if chosen else DEFAULT_EXPERIMENT))
             extra = [o for o in extra if not o.startswith("experiment=")]
             print(f"quadrun: resuming {folder}", file=sys.stderr)
-        _refuse_finished(Path(folder).expanduser(), extra)
         overrides = _resume_overrides(folder) + extra
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
-        variants = _variants(overrides)
+        variants, jobs = _variants(overrides)
+        if multirun:
+            variants, jobs = _variants(_sweeper_params(overrides) + overrides)
     except ConfigError:
         raise
     except Exception as exc:
@@ -282,11 +363,22 @@ def preflight(argv: list, experiments: dict) -> list:
     if not multirun:
         _no_sweeps(overrides)
     output, cfg, cfg_hydra = _validate_variants(variants, multirun, experiments)
+    _check_hydra(cfg_hydra, multirun)
+    if multirun and jobs > cfg.sweep.max_jobs:
+        raise ConfigError(f"sweep: {jobs} jobs, more than sweep.max_jobs={cfg.sweep.max_jobs}; "
+                          "sweep fewer values, or raise sweep.max_jobs")
     if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
             and not cfg.sweep.objective:
         raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
                           "optimise, e.g. sweep.objective=test/acc")
     _check_writable(output)
+    fixed = _fixed_folder(output)
+    if fixed is not None and multirun:
+        from quadrun import locks
+
+        locks.hold(fixed, "sweep")          # one launch at a time in a sweep folder
+    elif fixed is not None and fixed.exists():
+        _check_existing(fixed, cfg, "resume" if resume else "hydra.run.dir")
     return argv
 
 
@@ -302,7 +394,7 @@ def _validate_info(argv: list, experiments: dict) -> None:
             overrides.append(a)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     try:
-        variants = _variants(overrides)
+        variants, _ = _variants(overrides)
     except ConfigError:
         raise
     except Exception as exc:
@@ -337,6 +429,7 @@ def _validate_variants(variants: list, multirun: bool, experiments: dict,
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
+        _strict_bools(variant, cfg)
         name = cfg.experiment
         unread = unread_keys(experiments[name], cfg.get(name))
         for o in variant:
@@ -407,8 +500,33 @@ def _help(argv: list) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+_STARTED: list = []       # the run folder Hydra made for this process, once it made it
+
+
+def _stop_before_start(signum, _frame) -> None:
+    """SIGTERM before the run installs its own handler: the same clean exit as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def _forget_empty_folder() -> None:
+    """A run stopped before it started leaves no folder behind: remove the one Hydra made
+    for it if nothing but Hydra's own files is in it."""
+    import shutil
+
+    for folder in _STARTED:
+        left = [p for p in folder.rglob("*") if p.is_file()
+                and ".hydra" not in p.relative_to(folder).parts
+                and p.name not in ("quadrun.log", ".quadrun.lock")]
+        if folder.is_dir() and not left:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list | None = None) -> None:
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         experiments = registry.load_all()
         register(experiments)
@@ -430,6 +548,7 @@ def main(argv: list | None = None) -> None:
     except ValueError as exc:  # Hydra's own argument checks (e.g. -m with --cfg)
         _error(f"arguments: {str(exc).splitlines()[0]}")
     except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed
+        _forget_empty_folder()
         _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
 
 
@@ -439,12 +558,16 @@ def _task(cfg):
 
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
+        folder = Path(hc.runtime.output_dir)
+        if not (folder / "meta.json").exists():   # made for this run, not a resumed one
+            _STARTED.append(folder)
         return _run_one(cfg, sweep=False)
     from omegaconf import open_dict
 
     from quadrun import sweeps
 
     job_dir, sweep_dir = Path(hc.runtime.output_dir), Path(str(hc.sweep.dir))
+    sweeps.die_with_parent()
     summary = sweeps.before_job(cfg, job_dir, sweep_dir)
     if summary is None:
         with sweeps.device_slot(cfg, sweep_dir):

@@ -56,19 +56,22 @@ class Run:
         self.summary: dict = {}
         self.status = vocab.UNFINISHED
         self.error: Optional[str] = None
+        from quadrun.errors import CheckpointError
+        from quadrun.runfolder import read_json_dict
+
         path = folder / vocab.SUMMARY
         if path.exists():
             try:
-                self.summary = json.loads(path.read_text())
-                self.status = self.summary.get("status", "failed")
-            except (ValueError, OSError) as exc:
-                self.status, self.error = "failed", f"corrupt summary.json ({exc.__class__.__name__})"
+                self.summary = read_json_dict(path)
+                self.status = str(self.summary.get("status", "failed"))
+            except CheckpointError:
+                self.status, self.error = "failed", "damaged summary.json"
         elif (folder / vocab.META).exists():
             try:
-                if json.loads((folder / vocab.META).read_text()).get("end"):
+                if read_json_dict(folder / vocab.META).get("end"):
                     self.status, self.error = "failed", "missing summary.json"
-            except ValueError:
-                self.status, self.error = "failed", "corrupt meta.json"
+            except CheckpointError:
+                self.status, self.error = "failed", "damaged meta.json"
         if self.status == "failed" and self.error is None:
             self.error = str(self.summary.get("error", "failed"))
         if self.status == "interrupted" and self.error is None:
@@ -424,7 +427,17 @@ class Study:
             return []
 
 
-def studies(runs: list) -> list:
+def _code(run: Run) -> str:
+    from quadrun import identity
+
+    code = run.summary.get("code")
+    return identity.code_fingerprint(code) if isinstance(code, dict) else "unknown"
+
+
+def studies(runs: list, mix_code: bool = False) -> list:
+    """The runs as studies: by experiment, then by the overrides that define a study. Runs
+    whose code identities differ are not pooled (each code is its own group, labelled
+    `code=...`) unless `mix_code`."""
     by_exp = defaultdict(list)
     for r in runs:
         by_exp[r.experiment].append(r)
@@ -432,9 +445,14 @@ def studies(runs: list) -> list:
     for exp in sorted(by_exp):
         module = experiment_module(exp)
         pool = tuple(getattr(module, "POOL", ()))
+        codes = {_code(r) for r in by_exp[exp] if r.status in FINISHED}
+        split = len(codes) > 1 and not mix_code
         groups = defaultdict(list)
         for r in by_exp[exp]:
-            groups[r.group(pool, module)].append(r)
+            key = r.group(pool, module)
+            if split:
+                key = " ".join(filter(None, [key, f"code={_code(r)}"]))
+            groups[key].append(r)
         out += [Study(exp, g, groups[g], module, label=len(groups) > 1) for g in sorted(groups)]
     return out
 
@@ -485,7 +503,7 @@ def _write_csv(path: Path, runs: list, group_of: dict) -> None:
 
 
 def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, mix_code: bool = False) -> dict:
     """Write the report for the runs under `paths` into `out` (default <first PATH>/report),
     figures into `figures` (default: `out`); return {"runs", "studies", "claims",
     "tables", "out", "figures"}."""
@@ -493,7 +511,7 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     out = Path(out) if out else Path(paths[0]) / vocab.REPORT
     out.mkdir(parents=True, exist_ok=True)
     figures = Path(figures) if figures else out
-    all_studies = studies(runs)
+    all_studies = studies(runs, mix_code)
     group_of = {r.folder: s.group for s in all_studies for r in s.runs}
     claims, tables, made = [], [], []
     by_exp = defaultdict(list)
@@ -683,6 +701,9 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: <first PATH>/report)")
     parser.add_argument("--runs", nargs="?", const="", metavar="EXPERIMENT",
                         help="list recent runs under ./outputs (of one experiment) and exit")
+    parser.add_argument("--mix-code", action="store_true",
+                        help="pool the records of runs made by different code (by default each "
+                             "code identity is its own group)")
     parser.add_argument("--status", action="store_true",
                         help="show the state of every job of the given sweep folders and exit")
     args = parser.parse_args(argv)
@@ -713,7 +734,7 @@ def main(argv: Optional[list] = None) -> None:
         print(f"quadrun-report: error: paths: no run folders under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         sys.exit(2)
-    build(args.paths, args.out)
+    build(args.paths, args.out, mix_code=args.mix_code)
 
 
 if __name__ == "__main__":

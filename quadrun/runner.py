@@ -62,6 +62,10 @@ def measure_cells(exp, c, ctx, cells: list) -> list:
     keys = [cell_key(cell) for cell in cells]
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"{exp.__name__}.cells: two cells share a key")
+    stale = ctx.stale_stages(keys)
+    if stale:
+        log.warning("measuring %d of %d finished cells again: other code measured them "
+                    "(this is %s)", len(stale), len(keys), ctx.code_fingerprint)
     records = []
     for i, (cell, key) in enumerate(zip(cells, keys), 1):
         if ctx.stop_requested:
@@ -153,8 +157,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None,
         raise RunFailed(f"run failed: {message} (traceback in {run_dir}/{vocab.LOG})") from exc
     finally:
         for s, handler in previous.items():
-            # after a stop the process only saves and exits: a second Ctrl-C must not
-            # turn that into a KeyboardInterrupt traceback
-            stopping = ctx.stop_requested and handler is signal.default_int_handler
-            signal.signal(s, signal.SIG_IGN if stopping else handler)
+            # after a stop the process only saves and exits: a second signal must not
+            # turn that into a traceback or a kill (exit 3 stays exit 3)
+            signal.signal(s, signal.SIG_IGN if ctx.stop_requested else handler)
         ctx.close()

@@ -17,13 +17,29 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from quadrun.errors import ConfigError
 
 SCALES = ("smoke", "cpu", "paper")
+
+
+def config_dir() -> str:
+    """configs/ as shipped in the wheel (quadrun.configs), or the source checkout's."""
+    from importlib import resources
+    from pathlib import Path
+
+    try:
+        path = Path(str(resources.files("quadrun.configs")))
+        if (path / "config.yaml").exists():
+            return str(path)
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return str(Path(__file__).resolve().parent.parent / "configs")
 DEFAULT_EXPERIMENT = "relinear"     # the main job: `quadrun` with no overrides
 
 
 def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
-         help: str = "") -> Any:
-    """A dataclass field with its allowed range. Bounds apply to every number in a list."""
-    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help).items()
+         nonempty: bool = False, help: str = "") -> Any:
+    """A dataclass field with its allowed range. Bounds apply to every number in a list;
+    `nonempty` refuses an empty list."""
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help,
+                                  nonempty=nonempty or None).items()
             if v is not None and v != ""}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
@@ -69,6 +85,8 @@ class SweepConfig:
                                                      "sharing the cores); 0: no packing")
     objective: Optional[str] = spec(None, help="summary key a search sweeper (optuna) "
                                                "optimises, e.g. test/acc")
+    max_jobs: int = spec(2000, ge=1, le=10**7, help="a sweep of more jobs is refused before "
+                                                    "anything starts")
 
 
 @dataclass
@@ -146,6 +164,8 @@ def _numbers(value):
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:
+    if meta.get("nonempty") and isinstance(value, (list, ListConfig)) and len(value) == 0:
+        raise ConfigError(f"{key}: empty; give at least one value")
     choices = meta.get("choices")
     if choices is not None and value is not None:
         values = value if isinstance(value, (list, ListConfig)) else [value]
@@ -250,6 +270,12 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
     _walk(cfg, root_schema(experiments), "", experiments)
+    if cfg.get("device") == "cuda":
+        import torch  # only for device=cuda: is there one?
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda asked for, but no CUDA device is visible here; "
+                              "use device=auto (CUDA when present) or device=cpu")
     logger = cfg.get("logger", "none")
     if logger != "none":
         import importlib.util

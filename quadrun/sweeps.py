@@ -82,11 +82,21 @@ def journal(sweep_dir: Path, job_dir: Path, outcome: str, status: Optional[str])
         fh.write(line + "\n")
 
 
+def same_code(summary: dict) -> bool:
+    """Whether a job's summary was made by this code (quadrun.identity)."""
+    from quadrun import identity
+
+    code = summary.get("code")
+    return isinstance(code, dict) and identity.code_fingerprint(code) == identity.code_fingerprint()
+
+
 def finished(cfg, job_dir: Path) -> Optional[str]:
-    """Why a job need not run again ("completed", "diverged", "failed"), or None."""
-    status = _read_json(Path(job_dir) / vocab.SUMMARY).get("status")
+    """Why a job need not run again ("completed", "diverged", "failed"), or None. A job
+    finished by other code runs again (its cells are measured again)."""
+    summary = _read_json(Path(job_dir) / vocab.SUMMARY)
+    status = summary.get("status")
     if status in ("completed", "diverged"):
-        return status
+        return status if same_code(summary) else None
     if status == "failed":
         failed = int(_read_json(Path(job_dir) / vocab.META).get("failed_attempts", 1))
         if failed > int(cfg.sweep.retries):
@@ -99,7 +109,9 @@ def before_job(cfg, job_dir: Path, sweep_dir: Path) -> Optional[dict]:
     job_dir, sweep_dir = Path(job_dir), Path(sweep_dir)
     summary = _read_json(job_dir / vocab.SUMMARY)
     status = summary.get("status")
-    if status in ("completed", "diverged"):
+    if status in ("completed", "diverged") and not same_code(summary):
+        log.info("sweep: %s was %s by other code; measured again", job_dir.name, status)
+    elif status in ("completed", "diverged"):
         log.info("sweep: %s already %s; skipped", job_dir.name, status)
         journal(sweep_dir, job_dir, "skipped", status)
         return summary
@@ -132,6 +144,35 @@ def after_job(cfg, job_dir: Path, sweep_dir: Path, status: str) -> None:
         import subprocess
 
         subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, timeout=30)
+
+
+PARENT = "QUADRUN_SWEEP_PID"          # the launching process, for jobs that must die with it
+
+
+def die_with_parent() -> None:
+    """A job that submitit's local launcher started (cluster=local) stops when the sweep
+    that launched it is gone, as if stopped by Ctrl-C (it checkpoints and exits 3, so a
+    resume of the sweep continues it). SLURM jobs outlive the submitting process by design
+    and are not watched."""
+    pid = os.environ.get(PARENT)
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or not pid:
+        return
+    import signal
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                log.warning("sweep: the launching process %s is gone; stopping this job", pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except (PermissionError, ValueError):
+                return
+
+    threading.Thread(target=watch, name="quadrun-parent-watch", daemon=True).start()
 
 
 @contextlib.contextmanager

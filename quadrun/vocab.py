@@ -16,6 +16,7 @@ META = "meta.json"              # versions, host, device, times, SLURM ids
 METRICS = "metrics.jsonl"       # one JSON object per logged point
 SUMMARY = "summary.json"        # records, claims, status; written last, atomically
 STAGES = "stages.json"          # records of finished cells (a resumed run skips them)
+ATTEMPTS = "attempts.jsonl"     # failed or interrupted attempts at a finished run
 LOG = "quadrun.log"             # Hydra's job log
 CHECKPOINTS = "checkpoints"     # last.pt, prev.pt, best.pt and named ones
 PLOTS = "plots"                 # the run's figures

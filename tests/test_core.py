@@ -349,7 +349,7 @@ def test_derive_seed_is_stable_and_separates_streams():
 
 
 def test_fingerprint_ignores_how_a_run_runs_not_what_it_measures():
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
 
     base = OmegaConf.create({"experiment": "toy", "seed": 0, "device": "cuda", "cuda_graphs": True,
                              "deterministic": False, "compile": False,

@@ -108,15 +108,21 @@ def test_truncated_checkpoint_falls_back_to_the_previous(tmp_path):
     assert_same_result(ref, run)
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_another_config_in_a_run_folder_is_refused_and_changes_no_file(tmp_path):
     work, run = _interrupted_run(tmp_path)
-    before = (run / "checkpoints" / "last.pt").read_bytes()
-    r = run_cli(*TOY, "toy.width=8", f"hydra.run.dir={run}", cwd=work, toy=True)
-    assert r.returncode == 2
-    [line] = [l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]
-    assert f"checkpoint {run / 'checkpoints' / 'last.pt'} belongs to another experiment or config" in line
-    assert "Traceback" not in r.stderr
-    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    before = _files(run)
+    for args in ([*TOY, "toy.width=8", f"hydra.run.dir={run}"], [f"resume={run}", "toy.width=8"]):
+        r = run_cli(*args, cwd=work, toy=True)
+        assert r.returncode == 2
+        [line] = [l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]
+        assert "these overrides change the config of the run" in line, line
+        assert "Traceback" not in r.stderr
+        assert _files(run) == before
 
 
 class _Exploit:

@@ -91,7 +91,7 @@ def test_markdown_tex_csv_and_status_line(sweep):
     assert md.startswith("8 runs: 4 completed, 1 diverged, 1 failed, 1 interrupted, 1 running")
     assert md.index("### Claims: toy") < md.index("### toy: records")
     assert "| toy.width=4 | 3 | 0 | 0.13 ± 0.036 |" in md
-    assert "corrupt summary.json" in md and "/5`: interrupted: stopped at step 3" in md
+    assert "damaged summary.json" in md and "/5`: interrupted: stopped at step 3" in md
     tex = (out / "table.tex").read_text()
     assert r"toy.width=4 & 3 & 0 & 0.13 $\pm$ 0.036 \\" in tex
     rows = list(csv.DictReader(open(out / "results.csv")))

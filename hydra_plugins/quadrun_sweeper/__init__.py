@@ -23,6 +23,9 @@ class QuadrunSweeper(BasicSweeper):
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
+        import os
+
+        os.environ[sweeps.PARENT] = str(os.getpid())   # local jobs die with this process
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
