@@ -210,15 +210,29 @@ def _check_hydra(cfg_hydra, multirun: bool) -> None:
 
 
 def _strict_bools(variant: list, cfg) -> None:
-    """A bool key takes true or false, nothing else (OmegaConf would read 2 or yes as true)."""
-    from omegaconf import OmegaConf
+    """A bool key takes true or false, nothing else (OmegaConf would read 2 or yes as true),
+    and so does each item of a list of bools."""
+    from omegaconf import ListConfig, OmegaConf
 
-    for o in variant:
-        key, _, value = o.lstrip("+~").partition("=")
-        node = OmegaConf.select(cfg, key, throw_on_missing=False, default=None) \
-            if "." in key or key in cfg else None
-        if isinstance(node, bool) and value.strip().lower() not in ("true", "false"):
-            raise ConfigError(f"{key}: {value!r} is not allowed; must be true or false")
+    for o in _parse(variant):
+        if o.is_sweep_override() or o.is_delete():
+            continue
+        key = o.get_key_element().lstrip("+~")
+        try:
+            node = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        except Exception:  # noqa: BLE001 - not a key of the config (Hydra's own, say)
+            continue
+        raw = o.value()
+        if isinstance(node, bool):
+            pairs = [(raw, node)]
+        elif isinstance(node, ListConfig) and len(node) and all(isinstance(v, bool) for v in node) \
+                and isinstance(raw, list):
+            pairs = list(zip(raw, node))
+        else:
+            continue
+        for given, _ in pairs:
+            if not isinstance(given, bool):
+                raise ConfigError(f"{key}: {given!r} is not allowed; must be true or false")
 
 
 def _fixed_folder(output) -> "Path | None":
