@@ -138,6 +138,11 @@ class RunContext:
     def device(self) -> torch.device:
         return self.runtime.device
 
+    @property
+    def threads(self) -> int:
+        """The CPU threads this run uses (recorded in meta.json and in every record)."""
+        return torch.get_num_threads()
+
     def shared(self, key, build: Callable[[], Any]) -> Any:
         """`build()` once per run for `key`; later cells get the same object."""
         if key not in self.memo:

@@ -538,6 +538,9 @@ def _forget_empty_folder() -> None:
 def main(argv: list | None = None) -> None:
     import signal
 
+    # OpenMP threads sleep when they wait instead of spinning on cores other processes
+    # need (set before torch loads its OpenMP runtime; a value already set is kept)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_before_start)

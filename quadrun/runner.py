@@ -73,7 +73,8 @@ def measure_cells(exp, c, ctx, cells: list) -> list:
         ctx.label = f"[{i}/{len(cells)}]" if len(cells) > 1 else ""
         if len(cells) > 1:
             log.info("cell %d/%d: %s", i, len(cells), key)
-        records.append(ctx.stage(key, lambda: {**cell, **exp.measure(c, cell, ctx)}))
+        records.append(ctx.stage(key, lambda: {**cell, **exp.measure(c, cell, ctx),
+                                               "threads": ctx.threads}))
     ctx.label = ""
     return records
 

@@ -100,7 +100,8 @@ class BaseConfig:
     compile: bool = False
     cuda_graphs: bool = True
     deterministic: bool = False
-    threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
+    threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0: the free cores (the "
+                                               "cores minus the machine's load, at least 1)")
     logger: str = spec("none", choices=["none", "tensorboard", "mlflow"],
                        help="a tracker beside the run folder (quadrun/tracking.py)")
     resume: Optional[str] = None
