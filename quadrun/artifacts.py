@@ -344,6 +344,12 @@ class RunContext:
                                   "Use a new run folder, or the same overrides as that run")
         return saved
 
+    def done_keys(self) -> set:
+        """The cells measured before by this code (a resume skips them)."""
+        saved = self._stages()
+        code = saved.get("code", {})
+        return {k for k in saved.get("stages", {}) if code.get(k) == self.code_fingerprint}
+
     def stale_stages(self, keys) -> list:
         """The finished cells among `keys` that other code measured (they are measured again)."""
         saved = self._stages()

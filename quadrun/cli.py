@@ -376,6 +376,7 @@ def preflight(argv: list, experiments: dict) -> list:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
     if not multirun:
         _no_sweeps(overrides)
+    _other_experiments_keys(overrides, experiments)
     output, cfg, cfg_hydra = _validate_variants(variants, multirun, experiments)
     _check_hydra(cfg_hydra, multirun)
     if multirun and jobs > cfg.sweep.max_jobs:
@@ -394,6 +395,20 @@ def preflight(argv: list, experiments: dict) -> list:
     elif fixed is not None and fixed.exists():
         _check_existing(fixed, cfg, "resume" if resume else "hydra.run.dir")
     return argv
+
+
+def _other_experiments_keys(overrides: list, experiments: dict) -> None:
+    """A key of another experiment's section: one line naming that experiment."""
+    chosen = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("experiment=")]
+    experiment = chosen[-1] if chosen else DEFAULT_EXPERIMENT
+    if "," in experiment:            # a sweep over experiments: each job has its own section
+        return
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0]
+        head = key.split(".")[0]
+        if head in experiments and head != experiment:
+            raise ConfigError(f"{key}: a key of experiment {head}, and this run is experiment="
+                              f"{experiment}; add experiment={head} to run {head}, or drop it")
 
 
 def _validate_info(argv: list, experiments: dict) -> None:
@@ -492,6 +507,10 @@ def _help(argv: list) -> None:
     from omegaconf import OmegaConf, open_dict
 
     overrides = [a for a in argv if not a.startswith("-")]
+    names = [a for a in overrides if a in registry.names()]
+    if names:                                   # quadrun --help relinear
+        _print(_keys_help(names[-1], [a for a in overrides if "=" in a]))
+        return
     try:
         cfg = _compose(overrides)
     except Exception as exc:
@@ -507,11 +526,78 @@ def _help(argv: list) -> None:
     lines += [f"{g}: {', '.join(opts)}" for g, opts in groups.items()]
     shown = " ".join(overrides) or f"experiment={cfg.experiment}, scale={cfg.scale}"
     lines += ["", f"The config ({shown}); every key can be overridden as key=value:", "",
-              OmegaConf.to_yaml(cfg).rstrip(), "", footer]
+              OmegaConf.to_yaml(cfg).rstrip(), "",
+              "Every key of one experiment, with its type, range and help: quadrun --help NAME",
+              footer]
+    _print("\n".join(lines))
+
+
+def _print(text: str) -> None:
     try:
-        print("\n".join(lines), flush=True)
+        print(text, flush=True)
     except BrokenPipeError:  # `quadrun --help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _keys_help(name: str, overrides: list) -> str:
+    """`quadrun --help NAME [scale=...]`: every key of the experiment's section with its
+    value at that scale, type, allowed values and help, from the schema."""
+    import dataclasses
+    import typing
+
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = _compose([f"experiment={name}", *overrides])
+    except Exception as exc:
+        raise ConfigError(_one_line(exc)) from None
+    module = registry.load_all()[name]
+    rows = []
+
+    def type_name(tp) -> str:
+        text = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+        return text or str(tp).replace("typing.", "")
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, key = hints[f.name], f"{prefix}{f.name}"
+            sub = next((a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)),
+                       None)
+            if sub is not None:
+                walk(sub, key + ".")
+                continue
+            meta = f.metadata
+            allowed = []
+            if meta.get("choices"):
+                allowed.append("one of " + ", ".join(map(str, meta["choices"])))
+            for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if k in meta:
+                    allowed.append(f"{sym} {meta[k]}")
+            if meta.get("nonempty"):
+                allowed.append("not empty")
+            value = OmegaConf.select(cfg, key)
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            rows.append((key, str(shown), type_name(tp), ", ".join(allowed), meta.get("help", "")))
+
+    walk(module.Config, f"{name}.")
+    scale = cfg.get("scale")
+    doc = (module.__doc__ or "").strip().splitlines()
+    out = [f"{name}: {doc[0] if doc else ''}".rstrip(), f"keys at scale={scale} "
+           "(quadrun experiment=NAME KEY=VALUE ...):", ""]
+    width = max(len(r[0]) for r in rows)
+    for key, value, tp, allowed, text in rows:
+        out.append(f"  {key.ljust(width)}  {value}   ({tp}{'; ' + allowed if allowed else ''})")
+        if text:
+            out.append(f"  {' ' * width}    {text}")
+    unread = getattr(module, "VARIANTS", ())
+    if unread:
+        out += ["", "Keys read only by some variants:"]
+        for table in unread:
+            for variant, keys in table.reads.items():
+                if keys:
+                    out.append(f"  {table.label()}={variant}: " + ", ".join(f"{name}.{k}" for k in keys))
+    return "\n".join(out)
 
 
 _STARTED: list = []       # the run folder Hydra made for this process, once it made it

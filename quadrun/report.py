@@ -270,11 +270,19 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        lines = [f"% {_tex(self.title)}"] + [f"% {_tex(h)}" for h in self.header]
-        lines += [r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\hline",
-                  " & ".join(_tex(h) for h in self.columns) + r" \\", r"\hline"]
-        lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in self.rows]
-        lines += [r"\hline", r"\end{tabular}"]
+        """A booktabs table: key columns left-aligned, number columns right-aligned with
+        mean $\\pm$ std in math mode; what every row shares in the caption."""
+        numeric = [i >= self.keys and all(_numberish(r[i]) for r in self.rows)
+                   for i in range(len(self.columns))]
+        spec = "".join("r" if n else "l" for n in numeric)
+        caption = "; ".join(_tex(h) for h in self.header)
+        lines = [r"\begin{table}[ht]", r"\centering\small",
+                 rf"\caption{{{_tex(self.title)}{'. ' + caption if caption else ''}}}",
+                 rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(_tex(h) for h in self.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(_tex_number(c) if n else _tex(c) for c, n in zip(row, numeric))
+                  + r" \\" for row in self.rows]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         return "\n".join(lines) + "\n"
 
     def blocks(self, width: int) -> list:
@@ -294,6 +302,39 @@ class Table:
         if current or not out:
             out.append(keys + current)
         return out
+
+
+def _numberish(cell: str) -> bool:
+    head = cell.split(" ± ")[0].split("/")[0]
+    try:
+        float(head)
+        return True
+    except ValueError:
+        return cell == "-"
+
+
+def _tex_number(cell: str) -> str:
+    if " ± " in cell:
+        mean, std = cell.split(" ± ", 1)
+        return f"${mean} \\pm {std}$"
+    return cell
+
+
+def claims_latex(claims: list) -> str:
+    """The verdicts as a short booktabs table: claim, verdict, and the first clause of why
+    (the full text is in claims.json and table.md)."""
+    lines = [r"\begin{table}[ht]", r"\centering\small",
+             r"\caption{Claims and verdicts" + (r" (scale=smoke: not evidence)" if claims and
+                                               all(is_smoke(c) for c in claims) else "") + "}",
+             r"\begin{tabular}{llp{0.5\linewidth}}", r"\toprule",
+             r"claim & verdict & why \\", r"\midrule"]
+    for c in claims:
+        why = c["why"].split(";")[0].strip()
+        why = why if len(why) <= 90 else why[:89] + "…"
+        name = c["id"] + (" (ext.)" if c.get("extension") else "")
+        lines.append(f"{_tex(name)} & {_tex(shown_verdict(c))} & {_tex(why)} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 def _tex(s: str) -> str:
@@ -335,7 +376,9 @@ def records_table(title: str, rows_in: list, keys: list) -> Table:
         counts = [str(sum(str(r.get("status")) == s for r in members)) for s in statuses]
         rows.append(list(key) + [str(len(members))] + counts + [fmt_cell(cells[m]) for m in metrics])
         data.append((key, cells))
-    return _simplify(Table(title, columns, rows, keys=len(key_names), data=data))
+    header = ["numbers: mean ± sample standard deviation over the `count` records of a row; "
+              "k/n: flags true in k of n"] if any(" ± " in c for r in rows for c in r) else []
+    return _simplify(Table(title, columns, rows, header=header, keys=len(key_names), data=data))
 
 
 def _sort_key(x: str):
@@ -376,8 +419,11 @@ def _simplify(table: Table) -> Table:
 
 
 def claims_table(title: str, claims: list) -> Table:
-    rows = [[c.get("group", ""), c["id"], c["verdict"], c["statement"], c["measured"], c["target"],
-             c["why"], c["source"]] for c in claims]
+    rows = [[c.get("group", ""), c["id"] + (" (extension)" if c.get("extension") else ""),
+             shown_verdict(c), c["statement"], c["measured"], c["target"], c["why"], c["source"]]
+            for c in claims]
+    if claims and all(is_smoke(c) for c in claims):
+        title = f"{title} ({SMOKE_NOTE})"
     columns = ["group", "claim", "verdict", "statement", "measured", "target", "why", "source"]
     if not any(r[0] for r in rows):
         columns, rows = columns[1:], [r[1:] for r in rows]
@@ -536,7 +582,10 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
         md.append("### Runs not completed\n\n" + "".join(
             f"- `{r.folder}`: {r.status}{': ' + r.error if r.error else ''}\n" for r in problems))
     (out / "table.md").write_text("\n".join(md))
-    (out / "table.tex").write_text("\n".join(t.latex() for t in claim_tables + tables))
+    (out / "table.tex").write_text(
+        "% tables for a paper: \\usepackage{booktabs}; numbers are mean $\\pm$ sample std over "
+        "the runs of a row\n" + "\n".join([claims_latex([c for _, cs in claims for c in cs])]
+                                          + [t.latex() for t in tables]))
     (out / "claims.json").write_text(json.dumps(
         [{"experiment": exp, **c} for exp, cs in claims for c in cs], indent=2, default=str) + "\n")
     _write_csv(out / "results.csv", runs, group_of)
@@ -577,23 +626,63 @@ VERDICT_STYLE = {"holds": "bold green", "fails": "bold red", "inconclusive": "ye
                  "not_measured": "dim"}
 
 
+SMOKE_NOTE = ("scale=smoke: a check that the code runs end to end; these verdicts are not "
+              "evidence about the paper (run the cpu or paper scale for that)")
+
+
+def is_smoke(claim: dict) -> bool:
+    return claim.get("scale") == "smoke"
+
+
+def shown_verdict(claim: dict) -> str:
+    """The verdict as shown: a smoke run's in parentheses (never a bare holds or fails)."""
+    return f"({claim['verdict']})" if is_smoke(claim) else claim["verdict"]
+
+
 def print_claims(claims: list, console=None, title: str = "Claims") -> None:
-    """The claims as a two-column table (verdict | claim, measured, target, why)."""
+    """The claims as a two-column table (verdict | claim, measured, target, why); a smoke
+    run's under a heading that says they are not evidence."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
     console = console or Console()
     if not claims:
         return
-    rt = RichTable(title=title, show_lines=True, expand=False)
+    smoke = all(is_smoke(c) for c in claims)
+    rt = RichTable(title=f"{title} ({SMOKE_NOTE})" if smoke else title, show_lines=True,
+                   expand=False)
     rt.add_column("verdict", no_wrap=True)
     rt.add_column("claim", overflow="fold")
     for c in claims:
-        text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}: "
+        ext = " [extension: quadrun's own, not the paper's]" if c.get("extension") else ""
+        text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}{ext}: "
                 f"{c['statement']}\nmeasured: {c['measured']}\ntarget: {c['target']}\n"
                 f"why: {c['why']}")
-        rt.add_row(f"[{VERDICT_STYLE.get(c['verdict'], '')}]{c['verdict']}[/]", text)
+        style = "dim" if is_smoke(c) else VERDICT_STYLE.get(c["verdict"], "")
+        rt.add_row(f"[{style}]{shown_verdict(c)}[/]", text)
     console.print(rt)
+
+
+def print_claims_compact(claims: list, console=None) -> None:
+    """One line per claim: verdict, id, what was measured (cut to the terminal's width)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console()
+    if any(is_smoke(c) for c in claims):
+        console.print(f"claims ({SMOKE_NOTE}):", highlight=False)
+    width = max(40, console.width)
+    for c in claims:
+        verdict = shown_verdict(c)
+        head = f"  {verdict:<14} {c['id']}{' (' + c['group'] + ')' if c.get('group') else ''}: "
+        body = c["measured"].replace("\n", " ")
+        line = head + body
+        if len(line) > width:
+            line = line[:width - 1] + "…"
+        style = "dim" if is_smoke(c) else VERDICT_STYLE.get(c["verdict"], "")
+        text = Text(line)
+        text.stylize(style, 2, 2 + len(verdict))
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 def print_table(table: Table, console) -> None:

@@ -93,7 +93,9 @@ def test_markdown_tex_csv_and_status_line(sweep):
     assert "| toy.width=4 | 3 | 0 | 0.13 ± 0.036 |" in md
     assert "damaged summary.json" in md and "/5`: interrupted: stopped at step 3" in md
     tex = (out / "table.tex").read_text()
-    assert r"toy.width=4 & 3 & 0 & 0.13 $\pm$ 0.036 \\" in tex
+    assert r"toy.width=4 & 3 & 0 & $0.13 \pm 0.036$ \\" in tex
+    assert r"\toprule" in tex and r"\begin{tabular}{llp{0.5\linewidth}}" in tex   # verdicts
+    assert "mean ± sample standard deviation" in md
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 8                                   # one per record, one per other run
     assert {r["run_status"] for r in rows} == {"completed", "diverged", "failed", "interrupted",
