@@ -673,16 +673,28 @@ def _task(cfg):
     sweeps.die_with_parent()
     summary = sweeps.before_job(cfg, job_dir, sweep_dir)
     if summary is None:
-        with sweeps.device_slot(cfg, sweep_dir):
+        in_sweep_process = "SUBMITIT_EXECUTOR" not in os.environ
+        with sweeps.device_slot(cfg, sweep_dir), \
+                (sweeps.quiet_console() if in_sweep_process else _nothing()):
             threads = sweeps.slot_threads(cfg)
             if threads and not cfg.threads:
                 with open_dict(cfg):
                     cfg.threads = threads
             summary = _run_one(cfg, sweep=True)
         sweeps.after_job(cfg, job_dir, sweep_dir, summary.get("status", "failed"))
+        if in_sweep_process:   # submitit's jobs are reported by the sweeper when they end
+            total = os.environ.get(sweeps.TOTAL)
+            print(sweeps.job_line(job_dir, summary, hc.job.num + 1, int(total) if total else None),
+                  file=sys.stderr, flush=True)
     if "optuna" in str(hc.sweeper.get("_target_", "")):
         return _objective(cfg, summary)
     return summary
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _objective(cfg, summary: dict) -> float:
@@ -704,14 +716,13 @@ def _run_one(cfg, sweep: bool) -> dict:
     from quadrun.runner import run
 
     try:
-        summary = run(cfg, after=_report)
+        summary = run(cfg, after=_report_quietly if sweep else _report)
     except (ConfigError, CheckpointError) as exc:
         if sweep:  # one bad job never stops the others; its summary says why
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_BAD_INPUT)
     except RunFailed as exc:
         if sweep:
-            print(f"quadrun: job {HydraConfig.get().runtime.output_dir}: {exc}", file=sys.stderr)
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_FAILED)
     except Interrupted as exc:
@@ -723,7 +734,11 @@ def _run_one(cfg, sweep: bool) -> dict:
     return summary
 
 
-def _report(run_dir: Path) -> None:
+def _report_quietly(run_dir: Path) -> None:
+    _report(run_dir, show=False)
+
+
+def _report(run_dir: Path, show: bool = True) -> None:
     """The run's own report/ (its figures in plots/), from the folder, with the claims the
     run decided; a report that cannot be written is logged and never loses the run."""
     import logging
@@ -738,7 +753,8 @@ def _report(run_dir: Path) -> None:
     except Exception:
         log.error("could not write the report:\n%s", traceback.format_exc())
         return
-    report.print_claims(result["claims"])
+    if show:
+        report.print_claims(result["claims"])
     log.info("report: %s", run_dir / vocab.REPORT / "table.md")
 
 

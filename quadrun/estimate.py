@@ -23,7 +23,7 @@ def _seconds(meta: dict) -> Optional[float]:
     except (KeyError, TypeError, ValueError):
         return None
     seconds = (end - start).total_seconds()
-    return seconds if seconds > 0 else None
+    return seconds if seconds >= 0 else None
 
 
 def earlier(experiment: str, scale: str, root: Path = Path("outputs"), limit: int = 200) -> list:
@@ -45,7 +45,7 @@ def earlier(experiment: str, scale: str, root: Path = Path("outputs"), limit: in
             continue
         seconds = _seconds(meta)
         cells = len(s.get("records") or []) or 1
-        if seconds:
+        if seconds is not None:
             found.append((meta.get("end", ""), seconds, cells))
     found.sort(reverse=True)
     return [(seconds, cells) for _, seconds, cells in found[:limit]]
@@ -53,6 +53,8 @@ def earlier(experiment: str, scale: str, root: Path = Path("outputs"), limit: in
 
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds} s"
     if seconds < 5400:
@@ -63,12 +65,13 @@ def duration(seconds: float) -> str:
 def per_job(experiment: str, scale: str, root: Path = Path("outputs")) -> Optional[tuple]:
     """(median seconds per run, runs it rests on), or None without earlier runs."""
     runs = earlier(experiment, scale, root)
-    return (statistics.median(s for s, _ in runs), len(runs)) if runs else None
+    return (max(statistics.median(s for s, _ in runs), 0.5), len(runs)) if runs else None
 
 
 def per_cell(experiment: str, scale: str, root: Path = Path("outputs")) -> Optional[tuple]:
     runs = earlier(experiment, scale, root)
-    return (statistics.median(s / c for s, c in runs), len(runs)) if runs else None
+    return (max(statistics.median(s / c for s, c in runs), 0.5 / max(c for _, c in runs)),
+            len(runs)) if runs else None
 
 
 def sweep_line(experiment: str, scale: str, jobs: int, parallel: int = 1,

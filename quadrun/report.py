@@ -731,21 +731,93 @@ def recent_runs(root: Path, experiment: Optional[str] = None, limit: int = 20) -
     return runs[:limit]
 
 
-def print_runs(runs: list) -> None:
+def shorten(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters (`…` marks the cut), so both ends of a
+    path stay readable and nothing wraps."""
+    if len(text) <= width or width < 5:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _took(runs: list) -> str:
+    from quadrun.estimate import duration
+
+    starts = [r.meta.get("start") for r in runs if r.meta.get("start")]
+    ends = [r.meta.get("end") for r in runs if r.meta.get("end")]
+    if not starts or not ends or len(ends) < len(runs):
+        return "-"
+    import datetime as dt
+
+    try:
+        span = dt.datetime.fromisoformat(max(ends)) - dt.datetime.fromisoformat(min(starts))
+    except ValueError:
+        return "-"
+    return duration(span.total_seconds())
+
+
+def _state_counts(runs: list) -> str:
+    counts: dict = {}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def listing(root: Path, experiment: Optional[str] = None, limit: int = 20) -> list:
+    """The newest runs and sweeps under `root` (./outputs), of one experiment or all:
+    [(folder, [Run] (one for a run, its jobs for a sweep), is_sweep)], newest first."""
+    entries = []
+    for exp_dir in sorted(Path(root).glob("*")):
+        if not exp_dir.is_dir() or (experiment and exp_dir.name != experiment):
+            continue
+        entries += [(p, [Run(p)], False) for p in exp_dir.glob("*") if (p / ".hydra").is_dir()]
+        for sweep in exp_dir.glob("multirun/*"):
+            jobs = [Run(p) for p in sorted(sweep.iterdir()) if (p / ".hydra").is_dir()]
+            if jobs:
+                entries.append((sweep, jobs, True))
+    entries.sort(key=lambda e: (min((r.meta.get("start") or "") for r in e[1]), str(e[0])),
+                 reverse=True)
+    return entries[:limit]
+
+
+def print_runs(entries: list, root: Path = Path("outputs")) -> None:
+    """One row per run and per sweep: its folder relative to outputs/ (never wrapped), state
+    (a sweep: its jobs' states), start, duration, and the headline (the experiment's
+    HEADLINE values, or the overrides)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    rt = RichTable(title="recent runs (newest first)")
-    for name in ("folder", "state", "step", "started", "overrides"):
-        rt.add_column(name, overflow="fold")
-    for r in runs:
-        step = r.last_step
-        rt.add_row(str(r.folder), r.state, "-" if step is None else str(step),
-                   (r.meta.get("start") or "-")[:19].replace("T", " "),
-                   " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)")
-    Console().print(rt)
-    if any(r.state in ("killed", "interrupted") for r in runs):
-        print("continue a killed or interrupted run with: quadrun resume=<folder>")
+    from quadrun.sweeps import headline
+
+    console = Console()
+    rows = []
+    for folder, runs, sweep in entries:
+        try:
+            shown = str(folder.relative_to(root))
+        except ValueError:
+            shown = str(folder)
+        start = min((r.meta.get("start") or "-") for r in runs)[5:16].replace("T", " ")
+        if sweep:
+            state = f"{len(runs)} jobs: {_state_counts(runs)}"
+            what = " ".join(o for o in runs[0].overrides if o.startswith("experiment="))
+        else:
+            r = runs[0]
+            state = r.state + (f" at step {r.last_step}" if r.state not in FINISHED and r.last_step else "")
+            what = headline(r.experiment, r.summary) or \
+                " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)"
+        rows.append((shown, state, start, _took(runs), what))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in (1, 2, 3)]
+    width = max(20, console.width - sum(widths) - 16 - 30)   # the headline keeps 30 columns
+    rt = RichTable(title=f"recent runs and sweeps in {root}/ (newest first)")
+    rt.add_column("folder", no_wrap=True)
+    for name in ("state", "started", "took"):
+        rt.add_column(name, no_wrap=True)
+    rt.add_column("headline / overrides", overflow="fold")
+    for shown, *rest in rows:
+        rt.add_row(shorten(shown, width), *rest)
+    console.print(rt)
+    if any(r.state in ("killed", "interrupted") for _, runs, _ in entries for r in runs):
+        print("continue a killed or interrupted run with: quadrun resume=outputs/<folder>")
 
 
 def sweep_status(sweep_dir: Path) -> list:
@@ -768,17 +840,27 @@ def sweep_status(sweep_dir: Path) -> list:
 
 
 def print_status(sweep_dir: Path, rows: list) -> None:
+    """One row per job: its name (its overrides, shortened in the middle, never wrapped),
+    state, last step, duration and headline."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from quadrun.sweeps import headline
+
+    console = Console()
     rt = RichTable(title=f"sweep {sweep_dir}")
-    for name in ("job (its overrides)", "state", "step"):
-        rt.add_column(name, overflow="fold")
+    rt.add_column("job (its overrides)", no_wrap=True)
+    for name in ("state", "step", "took"):
+        rt.add_column(name, no_wrap=True)
+    rt.add_column("headline", overflow="fold")
+    width = max(20, console.width - 9 - 6 - 9 - 16 - 24)      # the headline keeps 24 columns
     counts: dict = {}
     for folder, state, step, _ in rows:
         counts[state] = counts.get(state, 0) + 1
-        rt.add_row(folder.name, state, "-" if step is None else str(step))
-    console = Console()
+        run = Run(folder) if (folder / vocab.META).exists() else None
+        rt.add_row(shorten(folder.name, width), state, "-" if step is None else str(step),
+                   _took([run]) if run else "-",
+                   headline(run.experiment, run.summary) if run else "")
     console.print(rt)
     console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
                   highlight=False)
@@ -807,11 +889,11 @@ def main(argv: Optional[list] = None) -> None:
             print_status(sweep, sweep_status(sweep))
         return
     if args.runs is not None:
-        runs = recent_runs(Path("outputs"), args.runs or None)
-        if not runs:
+        entries = listing(Path("outputs"), args.runs or None)
+        if not entries:
             print(f"quadrun-report: error: --runs: no runs under outputs/{args.runs}", file=sys.stderr)
             sys.exit(2)
-        print_runs(runs)
+        print_runs(entries)
         return
     if not args.paths:
         parser.error("give run or sweep folders, or --runs")
