@@ -4,8 +4,10 @@ config, the ablation report, and a smoke run through the CLI."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,10 +15,15 @@ import torch
 
 from quadrun.data.images import Augment, load_images, random_crop, random_flip
 from quadrun.experiments import relinear as rl
+from quadrun.experiments.relinear import config as rcfg
+from quadrun.experiments.relinear import lab
+from quadrun.nn.evaluation import batch_statistics
+
+rc = importlib.import_module("quadrun.experiments.relinear.claims")  # `rl.claims` is the function
 from quadrun.nn.quadratic import QuadraticConv2d, roles
 from quadrun.nn.resnet import count_parameters, load_conventional, qresnet, resnet
 from quadrun.training import make_optimizer, make_schedule
-from tests.conftest import run_folders, summary
+from conftest import run_folders, summary
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -86,11 +93,11 @@ def _data():
     return SimpleNamespace(num_classes=10, shape=(3, 8, 8))
 
 
-@pytest.mark.parametrize("strategy", rl.STRATEGIES)
+@pytest.mark.parametrize("strategy", rcfg.STRATEGIES)
 def test_strategy_groups(strategy):
     cfg = _cfg(strategy)
-    model = rl.build_model(cfg, _data())
-    groups = rl.strategy_groups(model, cfg, TRAIN)
+    model = lab.build_model(cfg, _data())
+    groups = lab.strategy_groups(model, cfg, TRAIN)
     by_name = {g["name"]: g for g in groups}
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each exactly once
@@ -120,8 +127,8 @@ def test_strategy_groups(strategy):
 
 def test_gamma_override_and_its_schedule():
     cfg = _cfg("relinear_sg", gamma=3e-4)
-    model = rl.build_model(cfg, _data())
-    opt = make_optimizer(rl.strategy_groups(model, cfg, TRAIN), TRAIN)
+    model = lab.build_model(cfg, _data())
+    opt = make_optimizer(lab.strategy_groups(model, cfg, TRAIN), TRAIN)
     sched = make_schedule(opt, TRAIN, steps_per_epoch=5)
     lrs = []
     for _ in range(12):
@@ -134,12 +141,12 @@ def test_gamma_override_and_its_schedule():
 
 def test_shrink_weights_penalty_gradient():
     cfg = _cfg("relinear_sw", alpha=0.5, beta=0.25)
-    model = rl.build_model(cfg, _data())
+    model = lab.build_model(cfg, _data())
     q = next(m for m in model.modules() if isinstance(m, QuadraticConv2d))
     with torch.no_grad():
         q.weight_g.normal_()
         q.weight_b.normal_()
-    rl.shrink_penalty(cfg.alpha, cfg.beta)(model).backward()
+    lab.shrink_penalty(cfg.alpha, cfg.beta)(model).backward()
     assert torch.allclose(q.weight_g.grad, 2 * 0.5 * q.weight_g + 0.25 * q.weight_g.sign())
     assert torch.allclose(q.weight_b.grad, 2 * 0.5 * q.weight_b + 0.25 * q.weight_b.sign())
     assert q.weight_r.grad is None and q.bias_g.grad is None  # only W_g, W_b are shrunk
@@ -176,7 +183,7 @@ def test_batch_statistics_leave_running_stats_alone():
     model = resnet(20, width=4)
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.inference_mode(), rl.batch_statistics(model):
+    with torch.inference_mode(), batch_statistics(model):
         assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
         model(torch.randn(16, 3, 8, 8))
     after = model.state_dict()
@@ -189,21 +196,21 @@ def test_collapse_rule():
     hist = [{"epoch": e, "test/acc": a} for e, a in
             [(1, 10.5), (2, 60.0), (9, 11.0), (10, 90.0), (12, 91.0)]]
     # evaluations before collapse_epochs are not judged: a slow start is no collapse
-    assert rl.collapse(hist, "completed", 12, 10.0, min_epochs=10, margin=2.0) == (False, None, None)
+    assert lab.collapse(hist, "completed", 12, 10.0, min_epochs=10, margin=2.0) == (False, None, None)
     # from collapse_epochs on, an accuracy within the margin of chance is a collapse
-    flag, reason, at = rl.collapse(hist, "completed", 12, 10.0, min_epochs=9, margin=2.0)
+    flag, reason, at = lab.collapse(hist, "completed", 12, 10.0, min_epochs=9, margin=2.0)
     assert (flag, at) == (True, 9) and reason.startswith("test accuracy 11.0% at epoch 9")
     late = hist + [{"epoch": 13, "test/acc": 11.9}]  # a late collapse counts too
-    assert rl.collapse(late, "completed", 13, 10.0, 10, 2.0)[:3:2] == (True, 13)
-    assert rl.collapse(late, "completed", 13, 10.0, 10, 1.5) == (False, None, None)  # 11.9 > 11.5
+    assert lab.collapse(late, "completed", 13, 10.0, 10, 2.0)[:3:2] == (True, 13)
+    assert lab.collapse(late, "completed", 13, 10.0, 10, 1.5) == (False, None, None)  # 11.9 > 11.5
     nan = hist + [{"epoch": 13, "test/acc": float("nan")}]
-    assert rl.collapse(nan, "completed", 13, 10.0, 10, 2.0)[0] is True
+    assert lab.collapse(nan, "completed", 13, 10.0, 10, 2.0)[0] is True
     # too short to judge: null with the reason, whatever the accuracies say
-    flag, reason, at = rl.collapse(hist[:2], "completed", 2, 10.0, 10, 2.0)
+    flag, reason, at = lab.collapse(hist[:2], "completed", 2, 10.0, 10, 2.0)
     assert flag is None and at is None
     assert reason == "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"
     # a non-finite loss is a collapse at any epoch, even the first
-    assert rl.collapse([], "diverged", 1, 10.0, 10, 2.0) == \
+    assert lab.collapse([], "diverged", 1, 10.0, 10, 2.0) == \
         (True, "non-finite training loss in epoch 1", 1)
 
 
@@ -235,38 +242,6 @@ def _claims(records):
     return {c["id"]: c for c in rl.claims(records, rl.Config())}
 
 
-def test_fisher_one_sided_known_answers():
-    # 0/3 vs 3/3: the one table as extreme as it, 1 / C(6, 3)
-    assert rl.fisher_one_sided(0, 3, 3, 3) == pytest.approx((0.05, 1.0))
-    # 0/5 vs 4/5: P(X <= 0) = C(4,0) C(6,5) / C(10,5) = 6/252; P(X >= 0) = 1
-    assert rl.fisher_one_sided(0, 5, 4, 5) == pytest.approx((6 / 252, 1.0))
-    # 2/5 vs 3/6: both tails include the observed table; they sum to 1 + P(X = 2)
-    lo, hi = rl.fisher_one_sided(2, 5, 3, 6)
-    p2 = math.comb(5, 2) * math.comb(6, 3) / math.comb(11, 5)
-    assert lo + hi == pytest.approx(1 + p2)
-    from scipy.stats import fisher_exact
-    for k1, n1, k2, n2 in [(0, 3, 3, 3), (1, 5, 4, 5), (2, 5, 3, 6), (4, 7, 1, 6)]:
-        table = [[k1, n1 - k1], [k2, n2 - k2]]
-        assert rl.fisher_one_sided(k1, n1, k2, n2) == pytest.approx(
-            (fisher_exact(table, alternative="less")[1], fisher_exact(table, alternative="greater")[1]))
-
-
-def test_clopper_pearson_known_answers():
-    # k = 0: the upper end solves (1 - p)^n = 0.025; k = n mirrors it
-    lo, hi = rl.clopper_pearson(0, 5)
-    assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 5))
-    lo, hi = rl.clopper_pearson(5, 5)
-    assert lo == pytest.approx(0.025 ** (1 / 5)) and hi == 1
-    # 1/5: the lower end solves P(X >= 1) = 1 - (1 - p)^5 = 0.025, the upper end
-    # P(X <= 1) = (1 - p)^5 + 5 p (1 - p)^4 = 0.025; 4/5 is its mirror image
-    lo1, hi1 = rl.clopper_pearson(1, 5)
-    assert lo1 == pytest.approx(1 - 0.975 ** 0.2)
-    assert (1 - hi1) ** 5 + 5 * hi1 * (1 - hi1) ** 4 == pytest.approx(0.025)
-    assert hi1 == pytest.approx(0.7164, abs=1e-4)
-    assert rl.clopper_pearson(4, 5) == pytest.approx((1 - hi1, 1 - lo1))
-    assert rl.clopper_pearson(0, 0) == (0.0, 1.0)
-
-
 def test_collapse_claim_verdicts():
     plain = _runs("plain", flags=[True, True, True, True, False])        # 4/5
     fewer = _claims(plain + _runs("relinear_sg", flags=[False] * 5))     # 0/5: p = 6/252
@@ -286,17 +261,18 @@ def test_collapse_claim_verdicts():
     assert close["collapse.relinear_rezero"]["verdict"] == "inconclusive"
     assert close["collapse.relinear_rezero"]["values"]["p_fewer"] == pytest.approx(0.5)
     assert "more seeds" in close["collapse.relinear_rezero"]["why"]
-    # 0/3 vs 3/3 reaches p = 0.05 exactly: holds at p <= 0.05
-    assert _claims(_runs("plain", flags=[True] * 3) + _runs("relinear_sg", flags=[False] * 3)
-                   )["collapse.relinear_sg"]["verdict"] == "holds"
+    # 0/4 vs 4/4: p = 1 / C(8, 4) = 1/70
+    edge = _claims(_runs("plain", flags=[True] * 4) + _runs("relinear_sg", flags=[False] * 4))
+    assert edge["collapse.relinear_sg"]["verdict"] == "holds"
+    assert edge["collapse.relinear_sg"]["values"]["p_fewer"] == pytest.approx(1 / 70)
     # nothing collapsed anywhere: nothing to prevent
     calm = _claims(_runs("plain", flags=[False] * 4) + _runs("relinear_sg", flags=[False] * 4))
     assert calm["collapse.relinear_sg"]["verdict"] == "inconclusive"
-    assert "did not collapse" in calm["collapse.relinear_sg"]["why"]
+    assert "none to prevent" in calm["collapse.relinear_sg"]["why"]
     # a strategy without runs, or no plain runs: not measured, naming the sweep
     for c in (fewer["collapse.relinear_sw"], _claims(_runs("relinear_sg", flags=[False] * 5))
               ["collapse.relinear_sg"]):
-        assert c["verdict"] == "not_measured" and rl.ABLATION in c["why"]
+        assert c["verdict"] == "not_measured" and rc.ABLATION in c["why"]
     # records whose collapse could not be judged (collapsed: None) are not counted
     unjudged = [_rec("relinear_sg", 9, collapsed=None)] + plain + _runs("relinear_sg", flags=[False] * 5)
     c = _claims(unjudged)["collapse.relinear_sg"]
@@ -328,7 +304,7 @@ def test_accuracy_claim_verdicts():
     assert one_each["accuracy.relinear_sg"]["values"]["difference"] == pytest.approx(9.0)
     # no conventional runs: not measured
     alone = _claims(_runs("relinear_sg", accs=[94.0, 95.0]))["accuracy.relinear_sg"]
-    assert alone["verdict"] == "not_measured" and rl.ABLATION in alone["why"]
+    assert alone["verdict"] == "not_measured" and rc.ABLATION in alone["why"]
 
 
 def test_one_run_measures_no_claim():
@@ -336,7 +312,7 @@ def test_one_run_measures_no_claim():
     assert [c["id"] for c in out] == ["collapse.relinear_sg", "collapse.relinear_sw",
                                       "collapse.relinear_rezero", "accuracy.relinear_sg",
                                       "accuracy.relinear_rezero"]
-    assert all(c["verdict"] == "not_measured" and rl.ABLATION in c["why"] for c in out)
+    assert all(c["verdict"] == "not_measured" and rc.ABLATION in c["why"] for c in out)
 
 
 def test_summarize_puts_the_headline_at_the_top():
@@ -403,29 +379,24 @@ def test_choices_match_the_library():
     from quadrun.data.images import DATASETS
     from quadrun.nn.resnet import BLOCKS
 
-    assert rl.DATASETS == DATASETS and rl.DEPTHS == tuple(sorted(BLOCKS))
+    assert rcfg.DATASETS == DATASETS and rcfg.DEPTHS == tuple(sorted(BLOCKS))
 
 
-def test_ablation_sweep_config():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _sweep_params(name):
+    """The sweeper's params of configs/sweep/NAME.yaml."""
+    import yaml
 
-    from quadrun import registry
     from quadrun.cli import config_dir
-    from quadrun.schema import register
 
-    register(registry.load_all())
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose("config", overrides=["experiment=relinear", "sweep=relinear_ablation"],
-                          return_hydra_config=True)
-            paper = compose("config", overrides=["experiment=relinear", "scale=paper",
-                                                 "sweep=relinear_paper"], return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    params = cfg.hydra.sweeper.params
-    assert params["relinear.strategy"].split(",") == list(rl.STRATEGIES)
+    text = (Path(config_dir()) / "sweep" / f"{name}.yaml").read_text()
+    return yaml.safe_load(text)["hydra"]["sweeper"]["params"]
+
+
+def test_ablation_sweep_config(compose):
+    cfg, _ = compose("experiment=relinear", "sweep=relinear_ablation")
+    paper, _ = compose("experiment=relinear", "scale=paper", "sweep=relinear_paper")
+    params = _sweep_params("relinear_ablation")
+    assert params["relinear.strategy"].split(",") == list(rcfg.STRATEGIES)
     assert params["seed"] == "0,1,2,3,4"  # at least 5 seeds per strategy
     # the cpu scale (the dataclass defaults): digits with headroom
     assert cfg.scale == "cpu" and cfg.relinear.dataset == "digits"
@@ -435,12 +406,66 @@ def test_ablation_sweep_config():
     t = cfg.relinear.train
     assert (t.epochs, t.batch_size, list(t.milestones), t.lr, t.weight_decay) == (30, 32, [15, 25], 0.1, 1e-4)
     assert t.epochs >= cfg.relinear.collapse_epochs  # every cpu-scale run is judged
-    assert paper.hydra.sweeper.params["relinear.depth"] == "20,56,110"
+    assert _sweep_params("relinear_paper")["relinear.depth"] == "20,56,110"
     assert paper.relinear.dataset == "cifar10" and paper.relinear.flip is True
     assert (paper.relinear.train_size, paper.relinear.pad, paper.relinear.width) == (0, 4, 16)
     t = paper.relinear.train
     assert list(t.milestones) == [100, 150] and t.optimizer == "sgd" and t.momentum == 0.9
     assert t.lr == 0.1 and t.batch_size == 128 and t.epochs == 200 and t.weight_decay == 1e-4
+
+
+# -- the variants table: keys a strategy or dataset does not read -----------------------------------
+def test_unused_gamma_is_reported_and_left_out_of_the_fingerprint(compose, cli):
+    """`relinear.strategy=plain relinear.gamma=0.5`: one line saying gamma is unused; the
+    fingerprint equals the run's without it. gamma still counts for relinear_sg."""
+    from quadrun.artifacts import config_fingerprint
+
+    def fingerprint(*overrides):
+        return config_fingerprint(compose("experiment=relinear", *overrides)[0])
+
+    plain = fingerprint("relinear.strategy=plain")
+    assert fingerprint("relinear.strategy=plain", "relinear.gamma=0.5") == plain
+    assert fingerprint("relinear.strategy=plain", "relinear.alpha=0.5") == plain
+    assert fingerprint("relinear.strategy=relinear_sg", "relinear.gamma=0.5") != \
+        fingerprint("relinear.strategy=relinear_sg")
+    assert fingerprint("relinear.strategy=relinear_sw", "relinear.alpha=0.5") != \
+        fingerprint("relinear.strategy=relinear_sw")
+    assert fingerprint("relinear.image_size=16") == fingerprint()           # digits ignores it
+    assert fingerprint("relinear.dataset=synthetic", "relinear.image_size=16") != \
+        fingerprint("relinear.dataset=synthetic")
+    r = cli("experiment=relinear", "scale=smoke", "threads=1", "relinear.strategy=plain",
+            "relinear.gamma=0.5", "relinear.train.epochs=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    said = [line for line in r.stderr.splitlines() if "unused" in line]
+    assert said == ["quadrun: relinear.gamma: unused, not read by strategy=plain (read by "
+                    "relinear_sg, relinear_rezero); it does not change the result"]
+
+
+def test_gamma_sweep_over_plain_is_one_group(tmp_path):
+    """A sweep over gamma with strategy=plain is one group in quadrun-report, since plain
+    does not read gamma; over relinear_sg the same sweep is one group per gamma."""
+    from quadrun.report import build
+
+    def job(folder, strategy, seed, gamma):
+        d = folder / f"{strategy}_{seed}_{gamma}"
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(
+            f"- experiment=relinear\n- relinear.strategy={strategy}\n- seed={seed}\n"
+            f"- relinear.gamma={gamma}\n")
+        (d / "config.yaml").write_text(f"experiment: relinear\nseed: {seed}\nrelinear:\n"
+                                       f"  strategy: {strategy}\n  gamma: {gamma}\n")
+        (d / "summary.json").write_text(json.dumps({
+            "experiment": "relinear", "status": "completed",
+            "records": [_rec(strategy, seed, acc=80.0 + seed)],
+            "record_keys": ["strategy", "depth", "form"], "claims": []}))
+    for name, strategy in (("plain", "plain"), ("sg", "relinear_sg")):
+        for seed in (0, 1):
+            for gamma in (0.001, 0.01, 0.1):
+                job(tmp_path / name, strategy, seed, gamma)
+    plain = build([tmp_path / "plain"], quiet=True)
+    assert len(plain["studies"]) == 1 and len(plain["studies"][0].records) == 6
+    sg = build([tmp_path / "sg"], quiet=True)
+    assert len(sg["studies"]) == 3 and {len(s.records) for s in sg["studies"]} == {2}
 
 
 def test_ablation_table_from_sweep_folder(tmp_path):
@@ -460,40 +485,44 @@ def test_ablation_table_from_sweep_folder(tmp_path):
             "experiment": "relinear", "status": "completed", "records": [rec],
             "record_keys": ["strategy", "depth", "form"], "claims": []}))
     for i, (strategy, acc, collapsed) in enumerate([
-            ("plain", 10.0, True), ("plain", 12.0, True), ("plain", 11.0, True),
-            ("relinear_sg", 95.0, False), ("relinear_sg", 96.0, False), ("relinear_sg", 97.0, False),
-            ("conventional", 90.0, False), ("conventional", 91.0, False), ("conventional", 92.0, False)]):
+            ("plain", 10.0, True), ("plain", 12.0, True), ("plain", 10.0, True), ("plain", 12.0, True),
+            ("relinear_sg", 95.0, False), ("relinear_sg", 97.0, False),
+            ("relinear_sg", 95.0, False), ("relinear_sg", 97.0, False),
+            ("conventional", 90.0, False), ("conventional", 92.0, False),
+            ("conventional", 90.0, False), ("conventional", 92.0, False)]):
         job(i, strategy, acc, collapsed)
     result = build([tmp_path], quiet=True)
     text = (tmp_path / "report" / "table.md").read_text()
     assert text.index("Claims: relinear") < text.index("relinear: records")
     claims = {c["id"]: c for c in result["claims"]}
     assert "group" not in claims["collapse.relinear_sg"]       # one study: pooled strategies
-    assert claims["collapse.relinear_sg"]["verdict"] == "holds"  # 0/3 vs 3/3, p = 0.05
-    assert claims["accuracy.relinear_sg"]["verdict"] == "holds"  # +5 [2.7, 7.3]
+    assert claims["collapse.relinear_sg"]["verdict"] == "holds"  # 0/4 vs 4/4, p = 1/70
+    assert claims["accuracy.relinear_sg"]["verdict"] == "holds"  # +5 [3.0, 7.0]
     assert claims["collapse.relinear_sw"]["verdict"] == "not_measured"
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
             if line.startswith("| ") and "strategy" not in line and "---" not in line
             and "claim" not in line}
     # final accuracy first (what the claims rank by), then the best epoch's, batch statistics
     assert text.index("test/acc |") < text.index("test/acc_best |") < text.index("collapsed |")
-    assert rows["plain"] == "| plain | 11 ± 1 | 12 ± 1 | 13 ± 1 | 3/3 | 12 | 806 |"
-    assert rows["relinear_sg"] == "| relinear_sg | 96 ± 1 | 97 ± 1 | 98 ± 1 | 0/3 | - | 806 |"
-    assert rows["conventional"] == "| conventional | 91 ± 1 | 92 ± 1 | 93 ± 1 | 0/3 | - | 270 |"
+    assert rows["plain"] == "| plain | 11 ± 1.2 | 12 ± 1.2 | 13 ± 1.2 | 4/4 | 12 | 806 |"
+    assert rows["relinear_sg"] == "| relinear_sg | 96 ± 1.2 | 97 ± 1.2 | 98 ± 1.2 | 0/4 | - | 806 |"
+    assert rows["conventional"] == "| conventional | 91 ± 1.2 | 92 ± 1.2 | 93 ± 1.2 | 0/4 | - | 270 |"
     assert text.index("| conventional |") < text.index("| plain |") < text.index("| relinear_sg |")
-    assert "depth: 20" in text and "count: 3" in text        # the same in every row: a header
+    assert "depth: 20" in text and "count: 4" in text        # the same in every row: a header
     figures = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
     assert figures == ["strategies.png"]                      # no histories: no curves
 
 
-def test_smoke_run_through_cli(cli):
-    r = cli("experiment=relinear", "scale=smoke", "threads=1")
-    assert r.returncode == 0, r.stderr
-    (folder,) = run_folders(cli.cwd, "relinear")
+def test_smoke_run_records(tmp_path, compose):
+    """What a smoke run records beyond the shared contract (tests/test_contract.py)."""
+    from quadrun.runner import run
+
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu")
+    folder = tmp_path / "run"
+    run(cfg, folder)
     s = summary(folder)
     for key in ("collapsed", "status", "strategy", "params", "test/acc", "test/acc_best",
-                "test/acc_batchstats", "norm/quad_g", "norm/quad_b", "train/images_per_s",
-                "records", "record_keys", "claims"):
+                "test/acc_batchstats", "norm/quad_g", "norm/quad_b", "train/images_per_s"):
         assert key in s, key
     assert s["status"] == "completed" and s["strategy"] == "relinear_sg"
     assert s["params"] == count_parameters(qresnet(20, width=8))
@@ -506,43 +535,21 @@ def test_smoke_run_through_cli(cli):
     assert (rec["strategy"], rec["depth"], rec["form"], rec["seed"]) == ("relinear_sg", 20, "full", 0)
     assert rec["test/acc"] == s["test/acc"] and rec["status"] == "completed"
     assert [h["epoch"] for h in rec["history"]] == [1, 2]
-    assert set(rec["history"][0]) == set(rl.HISTORY_KEYS)
+    assert set(rec["history"][0]) == set(rcfg.HISTORY_KEYS)
     assert rec["history"][-1]["test/acc"] == s["test/acc"]
     assert rec["history"][-1]["norm/W_g"] == pytest.approx(s["norm/W_g"])
     # two epochs are fewer than collapse_epochs: not judged, and said so
     assert s["collapsed"] is None and rec["collapsed"] is None and s["collapse_epoch"] is None
     assert s["collapse_reason"] == "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"
     assert 1 <= s["best_epoch"] <= 2 and s["train_images"] == 512 and s["test_images"] == 256
-    assert [c["verdict"] for c in s["claims"]] == ["not_measured"] * 5  # one run decides nothing
-    assert (folder / "report" / "table.md").read_text().splitlines()[2] == "### Claims: relinear"
-    # every run folder has the three figures (and no comparison: one strategy)
-    assert sorted(p.name for p in (folder / "plots").glob("*.png")) == \
-        ["accuracy.png", "loss.png", "norms.png"]
+    assert {c["verdict"] for c in s["claims"]} == {"not_measured"}  # one run decides nothing
     metrics = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc_batchstats" in m for m in metrics)
 
 
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from quadrun import registry
-    from quadrun.cli import config_dir
-    from quadrun.schema import register
-
-    register(registry.load_all())
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose("config", overrides=["experiment=relinear", *overrides])
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch):
+def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch, compose):
     """The model is built under derive_seed(seed, "relinear", "model"): the same seed gives
     the same initial weights, another seed others, and the global stream is left alone."""
-    from quadrun import training
     from quadrun.runner import run
 
     first, streams = {}, []
@@ -552,9 +559,10 @@ def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch):
         streams.append(torch.random.get_rng_state())
         raise RuntimeError("stop after the model is built")
 
-    monkeypatch.setattr(training, "fit", fit_once)
+    monkeypatch.setattr(lab, "fit", fit_once)
     for i, seed in enumerate([3, 3, 4]):
-        cfg = _compose("scale=smoke", "device=cpu", f"seed={seed}", "relinear.strategy=plain")
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", f"seed={seed}",
+                         "relinear.strategy=plain")
         with pytest.raises(Exception):
             run(cfg, tmp_path / str(i))
     assert all(torch.equal(first[0][k], first[1][k]) for k in first[0])
@@ -564,12 +572,12 @@ def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch):
     from quadrun.devices import seeded
     from quadrun.vocab import derive_seed
     with seeded(derive_seed(3, "relinear", "model")):
-        ref = rl.build_model(SimpleNamespace(strategy="plain", depth=20, form="full", width=8),
+        ref = lab.build_model(SimpleNamespace(strategy="plain", depth=20, form="full", width=8),
                              SimpleNamespace(num_classes=10, shape=(3, 8, 8)))
     assert torch.equal(ref.state_dict()["stem.weight"], first[0]["stem.weight"])
 
 
-def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch):
+def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch, compose):
     """One training image holds an infinite pixel: the loss of its batch is non-finite,
     fit stops with "diverged", and the run is marked collapsed."""
     from quadrun.data import images
@@ -582,8 +590,9 @@ def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch):
         data.train_x[3, 0, 2, 2] = float("inf")
         return data
 
-    monkeypatch.setattr(images, "load_images", poisoned)
-    cfg = _compose("scale=smoke", "device=cpu", "relinear.strategy=relinear_init")
+    monkeypatch.setattr(lab, "load_images", poisoned)
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu",
+                     "relinear.strategy=relinear_init")
     out = run(cfg, tmp_path / "run")
     s = summary(tmp_path / "run")
     assert out["status"] == s["status"] == "diverged"
@@ -594,15 +603,16 @@ def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch):
     assert s["records"][0]["status"] == "diverged" and s["records"][0]["history"] == []
 
 
-def test_gamma_zero_freezes_the_quadratic_parts(tmp_path):
+def test_gamma_zero_freezes_the_quadratic_parts(tmp_path, compose):
     """relinear.gamma=0 (the authors' compact trainer's default): W_b and c (and W_g, b_g
     in the full form) never move, while the linear parts train; the compact QResNet then
     stays the conventional net with biased convs."""
     from quadrun.runner import run
 
     for form in ("compact", "full"):
-        cfg = _compose("scale=smoke", "device=cpu", "relinear.gamma=0", f"relinear.form={form}",
-                       "relinear.train.epochs=1", "relinear.batchstat_eval=false")
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "relinear.gamma=0",
+                         f"relinear.form={form}", "relinear.train.epochs=1",
+                         "relinear.batchstat_eval=false")
         out = run(cfg, tmp_path / form)
         assert out["status"] == "completed" and out["quad_lr"] == 0.0
         assert out["norm/W_g"] == 0.0 and out["norm/W_b"] == 0.0
@@ -623,7 +633,7 @@ def seeded_model(strategy, form, seed=0):
     from quadrun.vocab import derive_seed
 
     with seeded(derive_seed(seed, "relinear", "model")):
-        model = rl.build_model(SimpleNamespace(strategy=strategy, depth=20, form=form, width=8),
+        model = lab.build_model(SimpleNamespace(strategy=strategy, depth=20, form=form, width=8),
                                SimpleNamespace(num_classes=10, shape=(3, 8, 8)))
     yield model.state_dict()
 
