@@ -309,7 +309,7 @@ def test_keys_the_chosen_arch_and_solvers_do_not_read(compose, overrides, unread
 
 
 def test_an_unread_key_leaves_the_fingerprint_alone(compose):
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
 
     base = config_fingerprint(compose("experiment=dcdm", "dcdm.arch=paper")[0])
     assert config_fingerprint(compose("experiment=dcdm", "dcdm.arch=paper",

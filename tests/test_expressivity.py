@@ -836,7 +836,7 @@ def test_check_and_config_errors_import_no_torch():
 
 
 def test_quadratic_keys_are_unread_without_a_quadratic_model(compose):
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
     from quadrun.schema import unread_keys
 
     conventional = "expressivity.models=[relu_mlp,square_mlp]"

@@ -481,7 +481,7 @@ def test_variants_name_the_keys_each_choice_reads():
 
 
 def test_an_unread_override_leaves_the_fingerprint(compose):
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
 
     plain, _ = compose("experiment=pde", "scale=smoke")
     alpha, _ = compose("experiment=pde", "scale=smoke", "pde.alpha=5")
