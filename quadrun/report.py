@@ -420,7 +420,9 @@ def _simplify(table: Table) -> Table:
 
 def claims_table(title: str, claims: list) -> Table:
     rows = [[c.get("group", ""), c["id"] + (" (extension)" if c.get("extension") else ""),
-             shown_verdict(c), c["statement"], c["measured"], c["target"], c["why"], c["source"]]
+             shown_verdict(c), c["statement"], c["measured"], c["target"],
+             c["why"] + (f". Next: {c['next']['text']}" if isinstance(c.get("next"), dict)
+                         and c["next"].get("text") else ""), c["source"]]
             for c in claims]
     if claims and all(is_smoke(c) for c in claims):
         title = f"{title} ({SMOKE_NOTE})"
@@ -452,13 +454,45 @@ class Study:
         self.claims = self._claims(finished)
 
     def _claims(self, finished: list) -> list:
-        """One run: the claims it decided and stored. Several: decided on the pooled records."""
+        """One run: the claims it decided and stored. Several: decided on the pooled records
+        (with the scale and device the runs share). Each `next` command gets its folder and
+        a time."""
         if len(finished) == 1 and isinstance(finished[0].summary.get("claims"), list):
             found = [c for c in finished[0].summary["claims"] if isinstance(c, dict)]
         else:
-            found = self._decide()
-        return [{**c, "group": self.group} if self.group and self.label else dict(c)
+            scales = {str(r.summary.get("scale")) for r in finished}
+            devices = {str(r.meta.get("device")) for r in finished}
+            shared = {"scale": scales.pop() if len(scales) == 1 else "mixed",
+                      "device": devices.pop() if len(devices) == 1 else "mixed"}
+            found = [{**shared, **c} for c in self._decide()]
+        return [self._next({**c, "group": self.group} if self.group and self.label else dict(c))
                 for c in found]
+
+    def folder(self) -> Optional[Path]:
+        """The sweep folder of the study's runs (their common parent), or its one run's."""
+        folders = {r.folder for r in self.runs}
+        if len(folders) == 1:
+            return next(iter(folders))
+        parents = {f.parent for f in folders}
+        return parents.pop() if len(parents) == 1 else None
+
+    def _next(self, c: dict) -> dict:
+        """`next.text`: the command with its folder, and how long it should take."""
+        from quadrun import estimate
+
+        step = c.get("next")
+        if not isinstance(step, dict) or not step.get("command"):
+            return c
+        folder = self.folder()
+        command = step["command"].replace("{folder}", str(folder) if folder else "<sweep folder>")
+        jobs = step.get("jobs")
+        when = ""
+        if jobs:
+            rate = estimate.per_job(self.experiment, str(c.get("scale") or "cpu"))
+            when = f" ({jobs} new run{'s' if jobs != 1 else ''}" + (
+                f", about {estimate.duration(rate[0] * jobs)} one at a time, from {rate[1]} "
+                "earlier runs)" if rate else ")")
+        return {**c, "next": {**step, "text": command + when}}
 
     def _decide(self) -> list:
         fn = getattr(self.module, "claims", None)
@@ -658,6 +692,8 @@ def print_claims(claims: list, console=None, title: str = "Claims") -> None:
         text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}{ext}: "
                 f"{c['statement']}\nmeasured: {c['measured']}\ntarget: {c['target']}\n"
                 f"why: {c['why']}")
+        if isinstance(c.get("next"), dict) and c["next"].get("text"):
+            text += f"\nnext: {c['next']['text']}"
         style = "dim" if is_smoke(c) else VERDICT_STYLE.get(c["verdict"], "")
         rt.add_row(f"[{style}]{shown_verdict(c)}[/]", text)
     console.print(rt)

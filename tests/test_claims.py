@@ -109,3 +109,15 @@ def test_fewer_events_error_rates():
         power += verdict(FewerEvents(), counts=(rng.binomial(15, 0.0), 15, rng.binomial(15, 0.5), 15)) == "holds"
     assert same / trials < 0.05
     assert power / trials > 0.8                         # 0 % vs 50 % at 15 a side
+
+
+def test_an_undecided_claim_carries_the_command_that_would_decide_it():
+    from quadrun.claims import seeds_command
+
+    command, jobs = seeds_command(15, 5, arms=2)
+    c = Claim("a", "s", "src", target="t", rule=Above(0))
+    out = c.decide(Evidence(interval=Interval(0, -1, 1), command=command, jobs=jobs))
+    assert out["next"] == {"command": "quadrun resume={folder} 'seed=range(0,15)'", "jobs": 20}
+    assert c.decide(Evidence(interval=Interval(1, 0.5, 2), command=command))["next"] is None
+    assert c.decide(missing("run the sweep", command="quadrun -m x", jobs=3))["next"] == \
+        {"command": "quadrun -m x", "jobs": 3}
