@@ -922,6 +922,9 @@ def test_quadratic_keys_are_unread_without_a_quadratic_model(compose):
     unread = unread_keys(ex, dims.expressivity)
     assert {"budget", "train", "replicates", "quad_init"} <= set(unread)
     assert "targets" not in unread and "models" not in unread and "widths" not in unread
+    # the extension needs both kinds: with one, equal_params is unread
+    one, _ = compose("experiment=expressivity", "expressivity.dimension_kinds=[quadratic]")
+    assert list(unread_keys(ex, one.expressivity)) == ["equal_params"]
 
 
 # -- the extension: dimensions at an equal parameter count -----------------------------------

@@ -77,11 +77,14 @@ def _get(section, key):
 
 
 def parts(section) -> set:
-    """The parts a config measures: "dimension" when it lists a width tuple, a kind and a
-    bias setting; "fit" when it lists a target and a model."""
+    """The parts a config can measure: "dimension" when it lists a width tuple, a kind and a
+    bias setting, "matched" (the extension, if equal_params) when the kinds include both
+    quadratic and conventional, "fit" when it lists a target and a model."""
     out = set()
     if all(_get(section, k) for k in ("widths", "dimension_kinds", "biases")):
         out.add("dimension")
+        if {"quadratic", "conventional"} <= set(_get(section, "dimension_kinds")):
+            out.add("matched")
     if _get(section, "targets") and _get(section, "models"):
         out.add("fit")
     return out
@@ -96,8 +99,8 @@ def fitted_models(section) -> set:
 # emptying one of them changes what is measured.
 QUADRATIC_KEYS = ("quad_init", "quad_lr_factor")
 VARIANTS = (
-    Variants(parts, {"dimension": ("points_factor", "primes", "float_check", "rtol", "min_gap",
-                                   "equal_params"),
+    Variants(parts, {"dimension": ("points_factor", "primes", "float_check", "rtol", "min_gap"),
+                     "matched": ("equal_params",),
                      "fit": ("budget", "depth", "replicates", "n_train", "n_test", "plot_grid",
                              "train")}, name="part"),
     Variants(fitted_models, {m: QUADRATIC_KEYS if m in QUADRATIC else () for m in MODELS},
