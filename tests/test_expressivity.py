@@ -502,10 +502,42 @@ def test_cells_cover_the_dimension_table_and_every_fit():
     compact = ex.cells(ex.Config(widths=[[2, 2, 1]], dimension_kinds=["compact"]))
     assert [x["kind"] for x in compact if x["part"] == "dimension"] == ["compact"] * 2
     assert set(dims[0]) == {"part", "widths", "kind", "bias"}
-    assert len(fits) == len(c.targets) * len(c.models) * c.replicates == 4 * 4 * 5
+    assert len(fits) == len(c.targets) * len(c.models) * c.replicates == 4 * 4 * 20
     assert set(fits[0]) == {"part", "target", "model", "replicate"}
-    assert {x["replicate"] for x in fits} == set(range(5))
-    assert c.replicates == 5 and c.train.epochs == 120 and c.train.eval_every == c.train.epochs
+    assert {x["replicate"] for x in fits} == set(range(20))
+    assert c.replicates == 20 and c.train.epochs == 120 and c.train.eval_every == c.train.epochs
+    # the extension: one widened conventional net per (architecture with a hidden layer, bias)
+    matched = [x for x in cells if x["part"] == "matched"]
+    assert len(matched) == len(c.widths) * len(c.biases) == 22
+    for x in matched:
+        quad = param_count(x["matches"], "quadratic", x["bias"])
+        assert x["kind"] == "conventional" and len(x["widths"]) == len(x["matches"])
+        assert x["widths"][0] == x["matches"][0] and x["widths"][-1] == x["matches"][-1]
+        assert param_count(x["widths"], "conventional", x["bias"]) >= quad
+    assert {"part": "matched", "widths": [2, 7, 1], "kind": "conventional", "bias": False,
+            "matches": [2, 2, 1]} in matched                 # 3 w = 21 = 3*2*2 + 2*2 + 1 + 2
+    for off in (ex.Config(equal_params=False), ex.Config(dimension_kinds=["quadratic"]),
+                ex.Config(widths=[[4, 1]])):
+        assert not [x for x in ex.cells(off) if x["part"] == "matched"]
+
+
+def test_widened_is_the_narrowest_uniform_widening():
+    from quadrun.nn.budget import widened
+
+    for widths in ([2, 2, 1], [3, 3, 2], [2, 2, 2, 1], [3, 2, 2, 1], [2, 2, 2, 2, 1]):
+        for bias in (False, True):
+            count = param_count(widths, "quadratic", bias)
+            wide = widened(widths, "conventional", count, bias)
+            w, last = wide[1], wide[-2]
+            assert wide == [widths[0]] + [w] * (len(widths) - 3) + [last] + [widths[-1]]
+            assert param_count(wide, "conventional", bias) >= count
+            narrower = [widths[0]] + [w - 1] * (len(widths) - 2) + [widths[-1]]
+            assert param_count(narrower, "conventional", bias) < count    # w is the smallest
+            if last > 1:                                                  # so is w_last
+                cut = wide[:-2] + [last - 1] + wide[-1:]
+                assert param_count(cut, "conventional", bias) < count
+    with pytest.raises(ValueError, match="no hidden layer"):
+        widened([4, 1], "conventional", 10)
 
 
 def test_measure_dimension_cell_known_answer(fake_ctx):
@@ -547,6 +579,36 @@ def test_fit_measure_is_seeded_by_its_cell_not_the_global_generator(fake_ctx):
     assert a["status"] == "completed" and a["params"] == 99 and len(a["plot"]) == 16
     assert a["model_widths"] == widths_for_budget("quadratic", 1, 1, 2, 100)
     assert 0 < a["test_mse"] < 10 and 0 < a["train_mse"] < 10
+
+
+def test_each_replicate_draws_its_own_data_shared_by_its_models(fake_ctx, monkeypatch):
+    lab = importlib.import_module("quadrun.experiments.expressivity.lab")
+    seeds = {}
+
+    def sample(target, n_train, n_test, seed):
+        seeds[len(seeds)] = seed
+        return targets.sample(target, n_train, n_test, seed)
+
+    monkeypatch.setattr(lab, "sample", sample)
+    c = ex.Config(n_train=32, n_test=32, plot_grid=4, budget=100)
+    c.train.epochs = 1
+    for model, r in (("relu_mlp", 0), ("quad_relu", 0), ("relu_mlp", 1)):
+        ex.measure(c, {"part": "fit", "target": "radial", "model": model, "replicate": r},
+                   fake_ctx())
+    assert seeds[0] == seeds[1] != seeds[2]
+    ex.measure(c, {"part": "fit", "target": "radial", "model": "relu_mlp", "replicate": 0},
+               fake_ctx(seed=1))
+    assert seeds[3] != seeds[0]                       # another run seed: other draws
+
+
+def test_measure_matched_cell_known_answer(fake_ctx):
+    """[2, 7, 1] x^2 without bias, at the 21 parameters of the quadratic [2, 2, 1]: still
+    only the 3 binary quadratic forms (its ambient space), against the quadratic net's 13."""
+    cell = {"part": "matched", "widths": [2, 7, 1], "kind": "conventional", "bias": False,
+            "matches": [2, 2, 1]}
+    rec = ex.measure(ex.Config(), cell, fake_ctx())
+    assert rec["params"] == rec["quadratic_params"] == 21
+    assert rec["dim"] == rec["ambient"] == 3 and rec["primes_agree"]
 
 
 # -- claims on constructed records ------------------------------------------------------------
@@ -689,8 +751,11 @@ def test_smoke_run_records(cli):
     assert r.returncode == 0, r.stderr
     (folder,) = run_folders(cli.cwd, "expressivity")
     s = summary(folder)
-    assert s["record_keys"] == ["part", "widths", "kind", "bias", "target", "model", "replicate"]
+    assert s["record_keys"] == ["part", "widths", "kind", "bias", "matches", "target", "model",
+                                "replicate"]
     dims = [x for x in s["records"] if x["part"] == "dimension"]
+    matched = [x for x in s["records"] if x["part"] == "matched"]
+    assert len(matched) == 3 * 2 and all(x["dim"] <= x["ambient"] for x in matched)
     fits = [x for x in s["records"] if x["part"] == "fit"]
     assert len(dims) == 3 * 2 * 2                       # configs/sizes/expressivity/smoke.yaml
     for row in dims:
@@ -714,12 +779,15 @@ def test_smoke_run_records(cli):
         if row["replicate"] == 0:
             assert len(row["plot"]) == 16 * 16
     assert [x["id"] for x in s["claims"]] == [c.id for c in exclaims.CLAIMS]
-    assert s["claims"][0]["verdict"] == "holds" and s["claims"][1]["verdict"] == "holds"
+    verdicts = {x["id"]: x["verdict"] for x in s["claims"]}
+    assert verdicts["dimension_no_bias"] == verdicts["dimension_bias"] == "holds"
+    assert verdicts["dimension_equal_params_no_bias"] == "holds"
+    assert [x["extension"] for x in s["claims"]] == [c.extension for c in exclaims.CLAIMS]
     md = (folder / "report" / "table.md").read_text()
     assert md.index("Claims: expressivity") < md.index("expressivity: dimension") \
-        < md.index("expressivity: fit")
+        < md.index("expressivity: matched") < md.index("expressivity: fit")
     assert "| target | model |" in md and "plot" not in md.split("expressivity: fit")[1]
-    for name in ["fit_mse"] + [f"fit_{t}" for t in targets.DIMS]:
+    for name in ["dimension", "fit_mse"] + [f"fit_{t}" for t in targets.DIMS]:
         [png] = (folder / "plots").glob(f"{name}*.png")
         assert png.stat().st_size > 0
 
@@ -854,3 +922,96 @@ def test_quadratic_keys_are_unread_without_a_quadratic_model(compose):
     unread = unread_keys(ex, dims.expressivity)
     assert {"budget", "train", "replicates", "quad_init"} <= set(unread)
     assert "targets" not in unread and "models" not in unread and "widths" not in unread
+    # the extension needs both kinds: with one, equal_params is unread
+    one, _ = compose("experiment=expressivity", "expressivity.dimension_kinds=[quadratic]")
+    assert list(unread_keys(ex, one.expressivity)) == ["equal_params"]
+
+
+# -- the extension: dimensions at an equal parameter count -----------------------------------
+
+def _matched(widths, bias, dim, ambient=3, params=21, quad_params=21):
+    return {"part": "matched", "widths": [widths[0], 9, widths[-1]], "kind": "conventional",
+            "bias": bias, "matches": list(widths), "dim": dim, "ambient": ambient,
+            "params": params, "quadratic_params": quad_params, "primes_agree": True}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_equal_params_claim_holds_fails_and_is_inconclusive(bias):
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]])
+    cid = "dimension_equal_params_bias" if bias else "dimension_equal_params_no_bias"
+    quads = _dims([13, 21], [3, 5], bias=bias)
+    holds = quads + [_matched([2, 2, 1], bias, 3), _matched([3, 2, 1], bias, 6, ambient=6)]
+    [cl] = [x for x in ex.claims(holds, c) if x["id"] == cid]
+    assert cl["verdict"] == "holds" and cl["extension"] is True
+    assert cl["values"]["at_ambient"] == 2 and "in 2 of 2 rows" in cl["measured"]
+    assert "[2,2,1] 13/3 vs [2,9,1] (21/21 params)" in cl["measured"]
+    assert "widened" in cl["measured"]                           # the setup names the control
+    fails = quads + [_matched([2, 2, 1], bias, 3), _matched([3, 2, 1], bias, 21, ambient=30)]
+    assert _verdicts(fails, c)[cid] == "fails"
+    unresolved = quads + [_matched([2, 2, 1], bias, 3),
+                          {**_matched([3, 2, 1], bias, 6), "primes_agree": False}]
+    assert _verdicts(unresolved, c)[cid] == "inconclusive"
+    lacking = quads + [_matched([2, 2, 1], bias, 3)]             # one row not measured
+    assert _verdicts(lacking, c)[cid] == "inconclusive"
+    # the paper's claims do not read the extension's records, nor it theirs without a match
+    assert _verdicts(holds, c)["dimension_bias" if bias else "dimension_no_bias"] == "holds"
+    assert _verdicts(quads, c)[cid] == "not_measured"
+
+
+def test_equal_params_claim_not_measured_when_switched_off():
+    records = _dims([13, 21], [3, 5]) + [_matched([2, 2, 1], False, 3)]
+    for c, text in ((ex.Config(widths=[[2, 2, 1]], equal_params=False), "equal_params"),
+                    (ex.Config(widths=[[2, 2, 1]], dimension_kinds=["quadratic"]),
+                     "conventional"),
+                    (ex.Config(widths=[[2, 2, 1]], biases=[True]), "without bias")):
+        [cl] = [x for x in ex.claims(records, c) if x["id"] == "dimension_equal_params_no_bias"]
+        assert cl["verdict"] == "not_measured" and text in cl["why"], cl["why"]
+
+
+# -- the fit claims: what they name, and their error rates -------------------------------------
+
+def test_fit_claims_cover_every_target_and_name_their_choices():
+    assert set(exclaims.CLAIMED_TARGETS) == set(targets.DIMS)
+    c = ex.Config()
+    records = [r for t in targets.DIMS for r in _fit_records(LOW, HIGH, MID, HIGH, target=t)]
+    out = {x["id"]: x for x in ex.claims(records, c)}
+    for t in targets.DIMS:
+        for q in QUADRATIC:
+            cl = out[f"fit_{t}_{q}"]
+            assert "over initialisations and data draws" in cl["statement"]
+            for choice in ("budget 300 params", "depth 2", "1024 training", "120 epochs",
+                           "control: the best conventional", f"{t} target"):
+                assert choice in cl["measured"], (choice, cl["measured"])
+            assert cl["values"]["detectable_log10_ratio"] > 0
+
+
+def _simulated_rates(quad_mean, conv_means, n=20, sd=0.3, trials=400, seed=0):
+    """(holds, fails) rates of fit_spline_quad_relu on synthetic log10 MSEs drawn normal
+    with these means and a common sd."""
+    rng = np.random.default_rng(seed)
+    conv = ["relu_mlp", "square_mlp", "tanh_mlp"][:len(conv_means)]
+    c = ex.Config(models=["quad_relu"] + conv)
+    counts = {"holds": 0, "fails": 0, "inconclusive": 0}
+    for _ in range(trials):
+        records = _fits("spline", "quad_relu", list(10 ** rng.normal(quad_mean, sd, n)))
+        for m, mu in zip(conv, conv_means):
+            records += _fits("spline", m, list(10 ** rng.normal(mu, sd, n)))
+        ev = exclaims.fit_evidence(records, c, "spline", "quad_relu")
+        counts[exclaims.FIT["spline", "quad_relu"].decide(ev)["verdict"]] += 1
+    return counts["holds"] / trials, counts["fails"] / trials
+
+
+def test_fit_rule_error_rates_simulated():
+    """20 replicates, log10 MSE sd 0.3 (the spread of the cpu-scale fits). With no
+    difference the rule holds at most about 2.5 % of the time (one side of a 95 % Welch
+    interval); picking the best of two equal conventional models before comparing makes a
+    false `fails` somewhat likelier (2-4 % in simulations of 400 and 1000 runs) and a false
+    `holds` rarer. A quadratic net 2x better (log10 ratio -0.3) is found in about 80 %."""
+    holds, fails = _simulated_rates(0.0, [0.0])
+    assert holds <= 0.05 and fails <= 0.05
+    holds, fails = _simulated_rates(0.0, [0.0, 0.0])
+    assert holds <= 0.03 and fails <= 0.08
+    holds, fails = _simulated_rates(-0.3, [0.0, 0.0])
+    assert holds >= 0.7 and fails == 0
+    holds, fails = _simulated_rates(0.3, [0.0, 0.0])
+    assert fails >= 0.9 and holds == 0

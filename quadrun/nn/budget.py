@@ -86,3 +86,26 @@ def _within(widths: list, n: int, kind: str, depth: int, budget: int, tol: float
         raise ValueError(f"no {kind} network of depth {depth} has {budget} parameters within "
                          f"{tol:.0%} (closest: {widths} with {n})")
     return widths
+
+
+
+def widened(widths: Sequence[int], kind: str, count: int, bias: bool = True) -> list:
+    """`widths` with its hidden layers widened until the network has at least `count`
+    parameters: the smallest w for which [d0, w, ..., w, dL] (as many hidden layers) has
+    `count`, then the last hidden width cut to the smallest that keeps `count` (so never a
+    bottleneck narrower than needed). E.g. a conventional network with as many parameters
+    as a quadratic network of the same widths."""
+    d_in, d_out, depth = widths[0], widths[-1], len(widths) - 2
+    if depth < 1:
+        raise ValueError(f"widths {list(widths)} has no hidden layer to widen")
+
+    def net(w, last):
+        return [d_in] + [w] * (depth - 1) + [last] + [d_out]
+
+    w = 1
+    while param_count(net(w, w), kind, bias) < count:
+        w += 1
+    last = w
+    while last > 1 and param_count(net(w, last - 1), kind, bias) >= count:
+        last -= 1
+    return net(w, last)

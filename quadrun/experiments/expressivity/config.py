@@ -43,14 +43,18 @@ class Config:
                                               "may be cut")
     min_gap: float = spec(1e6, gt=1, help="float check: smallest rank gap s_r/s_r+1 accepted; "
                                           "below it float_dim is null (unresolved)")
+    equal_params: bool = spec(True, help="extension: also the dimension of each architecture's "
+                                         "conventional net widened to the quadratic net's "
+                                         "parameter count (part=matched)")
     # part 2: function fitting
     targets: List[str] = spec(list(TARGET_DIMS), choices=list(TARGET_DIMS))
     models: List[str] = spec(["relu_mlp", "square_mlp", "quad_relu", "compact_relu"],
                              choices=list(MODELS))
     budget: int = spec(300, ge=10, le=10_000_000, help="parameters per model (matched within 5%)")
     depth: int = spec(2, ge=1, le=16, help="hidden layers of every fitted model")
-    replicates: int = spec(5, ge=1, le=100, help="initialisations per (target, model): the "
-                                                 "records' `replicate` 0, 1, ...")
+    replicates: int = spec(20, ge=1, le=100, help="replicates per (target, model), each with "
+                                                  "its own initialisation and its own draw of "
+                                                  "the data: the records' `replicate` 0, 1, ...")
     n_train: int = spec(1024, ge=1)
     n_test: int = spec(4096, ge=1)
     quad_init: str = spec("relinear", choices=["relinear", "random"],
@@ -73,11 +77,14 @@ def _get(section, key):
 
 
 def parts(section) -> set:
-    """The parts a config measures: "dimension" when it lists a width tuple, a kind and a
-    bias setting; "fit" when it lists a target and a model."""
+    """The parts a config can measure: "dimension" when it lists a width tuple, a kind and a
+    bias setting, "matched" (the extension, if equal_params) when the kinds include both
+    quadratic and conventional, "fit" when it lists a target and a model."""
     out = set()
     if all(_get(section, k) for k in ("widths", "dimension_kinds", "biases")):
         out.add("dimension")
+        if {"quadratic", "conventional"} <= set(_get(section, "dimension_kinds")):
+            out.add("matched")
     if _get(section, "targets") and _get(section, "models"):
         out.add("fit")
     return out
@@ -93,6 +100,7 @@ def fitted_models(section) -> set:
 QUADRATIC_KEYS = ("quad_init", "quad_lr_factor")
 VARIANTS = (
     Variants(parts, {"dimension": ("points_factor", "primes", "float_check", "rtol", "min_gap"),
+                     "matched": ("equal_params",),
                      "fit": ("budget", "depth", "replicates", "n_train", "n_test", "plot_grid",
                              "train")}, name="part"),
     Variants(fitted_models, {m: QUADRATIC_KEYS if m in QUADRATIC else () for m in MODELS},

@@ -1,5 +1,7 @@
-"""expressivity's figures, drawn from records: fit_mse (test MSE per target and model) and
-fit_<target> (replicate 0's fits against the target)."""
+"""expressivity's figures, drawn from records: dimension (the variety dimension of each
+architecture: conventional, conventional at the quadratic net's parameter count, quadratic),
+fit_mse (test MSE per target and model) and fit_<target> (replicate 0's fits against the
+target)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,6 +12,7 @@ from quadrun.stats import finite
 
 
 def figures(records, c, save) -> None:
+    _dimension(records, save)
     fits = [r for r in records if r.get("part") == "fit"]
     if not fits:
         return
@@ -39,6 +42,36 @@ def figures(records, c, save) -> None:
                 plots.setdefault(r["model"], np.asarray(r["plot"], dtype=float))
         if plots:
             _plot_fit(target, [m for m in models if m in plots], plots, save)
+
+
+def _dimension(records, save) -> None:
+    """One panel per bias setting: for each architecture the dimension of the conventional
+    net of the same widths, of the conventional net widened to the quadratic net's parameter
+    count, and of the quadratic net (the first record of each, a sweep pools several)."""
+    rows: dict = {}
+    for r in records:
+        if r.get("part") in ("dimension", "matched") and isinstance(r.get("dim"), int):
+            name = ("conventional, equal params" if r["part"] == "matched" else r.get("kind"))
+            widths = r["matches"] if r["part"] == "matched" else r["widths"]
+            rows.setdefault(bool(r.get("bias")), {}).setdefault(
+                "[" + ",".join(map(str, widths)) + "]", {}).setdefault(name, r["dim"])
+    if not rows:
+        return
+    series = ["conventional", "conventional, equal params", "quadratic", "compact"]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 3.2 * len(rows)), squeeze=False)
+    for ax, bias in zip(axes[:, 0], sorted(rows)):
+        archs = list(rows[bias])
+        present = [s for s in series if any(s in rows[bias][a] for a in archs)]
+        width = 0.8 / len(present)
+        for j, s in enumerate(present):
+            ax.bar(np.arange(len(archs)) + j * width,
+                   [rows[bias][a].get(s, np.nan) for a in archs], width, label=s)
+        ax.set_xticks(np.arange(len(archs)) + 0.4 - width / 2, archs, fontsize=8)
+        ax.set_ylabel("dim of the variety")
+        ax.set_title("with bias" if bias else "without bias")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, "dimension")
 
 
 def _plot_fit(target: str, models: list, plots: dict, save) -> None:

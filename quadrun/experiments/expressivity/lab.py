@@ -1,5 +1,6 @@
-"""expressivity's cells and measurements: the variety dimension of each architecture, and
-one training per (target, model, replicate)."""
+"""expressivity's cells and measurements: the variety dimension of each architecture (and of
+its conventional net widened to the quadratic net's parameter count), and one training per
+(target, model, replicate)."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ from torch.nn.functional import mse_loss
 from quadrun.data.targets import DIMS, plot_inputs, sample
 from quadrun.devices import seeded
 from quadrun.experiments.expressivity.config import MODELS
+from quadrun.nn.budget import param_count, widened
 from quadrun.nn.mlp import count_params, mlp, widths_for_budget
 from quadrun.nn.quadratic import param_groups
 from quadrun.nn.variety import variety_dimension
@@ -21,11 +23,16 @@ log = logging.getLogger("quadrun")
 
 
 def cells(c) -> list:
-    """The dimension table (widths x kind x bias), then the fits (target x model x
-    replicate)."""
+    """The dimension table (widths x kind x bias); the extension's conventional nets at the
+    quadratic nets' parameter counts (widths x bias: `matches` is the quadratic net's
+    widths); then the fits (target x model x replicate)."""
     out = [{"part": "dimension", "widths": [int(w) for w in widths], "kind": kind,
             "bias": bool(bias)}
            for widths in c.widths for kind in c.dimension_kinds for bias in c.biases]
+    if c.equal_params and {"quadratic", "conventional"} <= set(c.dimension_kinds):
+        out += [{"part": "matched", "widths": matched(widths, bias), "kind": "conventional",
+                 "bias": bool(bias), "matches": [int(w) for w in widths]}
+                for widths in c.widths if len(widths) > 2 for bias in c.biases]
     out += [{"part": "fit", "target": target, "model": model, "replicate": r}
             for target in c.targets for model in c.models for r in range(c.replicates)]
     return out
@@ -34,10 +41,20 @@ def cells(c) -> list:
 def measure(c, cell, ctx) -> dict:
     if cell["part"] == "dimension":
         return measure_dimension(c, cell, ctx)
+    if cell["part"] == "matched":
+        return {"quadratic_params": param_count(cell["matches"], "quadratic", cell["bias"]),
+                **measure_dimension(c, cell, ctx)}
     return measure_fit(c, cell, ctx)
 
 
 # -- part 1: the dimension of the functional variety ----------------------------------------------
+def matched(widths, bias: bool) -> list:
+    """The conventional net of the same depth, input and output as `widths`, its hidden
+    layers widened to at least the parameters of the quadratic net of `widths`."""
+    widths = [int(w) for w in widths]
+    return widened(widths, "conventional", param_count(widths, "quadratic", bias), bias)
+
+
 def measure_dimension(c, cell, ctx) -> dict:
     """The exact dimension (rank of the parameter Jacobian mod each prime), its bounds, and
     the float64 cross-check (quadrun.nn.variety)."""
@@ -67,16 +84,17 @@ def measure_dimension(c, cell, ctx) -> dict:
 
 # -- part 2: fitting a target at a matched parameter budget -------------------------------------
 def measure_fit(c, cell, ctx) -> dict:
-    """Train one model from its replicate's initialisation; test and train MSE, and
-    replicate 0's outputs on the plot grid."""
+    """Train one model on its replicate's draw of the data (shared by every model of that
+    replicate) from its own initialisation; test and train MSE, and replicate 0's outputs
+    on the plot grid."""
     target, name, r = cell["target"], cell["model"], cell["replicate"]
     tc = c.train
     kind, activation = MODELS[name]
     widths = widths_for_budget(kind, DIMS[target], 1, c.depth, c.budget)
-    x_tr, y_tr, x_te, y_te = ctx.latest("data", target, lambda: tuple(
-        t.to(ctx.device) for t in sample(target, c.n_train, c.n_test,
-                                         derive_seed(ctx.runtime.seed, "data", target))))
-    with seeded(derive_seed(ctx.runtime.seed, "init", target, name, r)):
+    data = sample(target, c.n_train, c.n_test,
+                  derive_seed(ctx.runtime.seed, "replicate-data", target, r))
+    x_tr, y_tr, x_te, y_te = (t.to(ctx.device) for t in data)
+    with seeded(derive_seed(ctx.runtime.seed, "replicate-init", target, name, r)):
         model = mlp(widths, kind=kind, activation=activation, init=c.quad_init)
     model = model.to(ctx.device)
     groups = param_groups(model, tc.lr, tc.weight_decay,
@@ -93,7 +111,7 @@ def measure_fit(c, cell, ctx) -> dict:
     # the fit's name seeds its batch order (quadrun.training)
     res = fit(model, TensorBatches([x_tr, y_tr], tc.batch_size), loss_fn, ctx, tc,
               param_groups=groups, evaluate=evaluate, checkpoint=False,
-              name=f"{target}/{name}/seed{r}")
+              name=f"{target}/{name}/replicate{r}")
     model.eval()
     with torch.no_grad():
         test_mse = float(mse_loss(model(x_te), y_te))
