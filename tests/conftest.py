@@ -125,6 +125,9 @@ class FakeContext:
 
         RunContext.check_stop(self, where)
 
+    def truncate_metrics(self, step, fit="train"):
+        self.rows = [r for r in self.rows if r.get("fit") != fit or r["step"] <= step]
+
     def log(self, step, metrics):
         self.rows.append({"step": step, **metrics})
         if self.stop_after is not None and len(self.rows) >= self.stop_after:

@@ -519,9 +519,9 @@ def test_consecutive_solves_share_one_scene(fake_ctx):
 # -- the CLI ---------------------------------------------------------------------------------------
 SOLVE_FIELDS = {"part", "dim", "n", "scene", "solver", "protocol", "iterations",
                 "iterations_run", "converged", "rel_residual", "absolute_tol", "device",
-                "setup_s", "solve_s", "residuals"}
+                "setup_s", "solve_s", "residuals", "threads"}
 TRAIN_FIELDS = {"part", "dim", "sizes", "ritz_vectors", "status", "steps", "val_loss",
-                "parameters", "train_seconds"}
+                "parameters", "train_seconds", "threads"}
 
 
 def test_smoke_cli_run(cli):
