@@ -546,6 +546,30 @@ def _status_line(runs: list) -> str:
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(parts)
 
 
+def claims_line(exp: str, claims: list, level: float = 0.05) -> str:
+    """`relinear: 9 claims: 3 hold, 1 fails, 4 inconclusive, 1 not measured; Holm over the 6
+    with a p-value: 2 below 0.05` (each claim itself stays a 95 % statement)."""
+    from quadrun.stats import holm
+
+    counts = defaultdict(int)
+    for c in claims:
+        counts[c["verdict"]] += 1
+    words = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive",
+             "not_measured": "not measured"}
+    parts = [f"{counts[v]} {words[v] if counts[v] != 1 else v.replace('_', ' ')}"
+             for v in vocab.VERDICTS if counts[v]]
+    smoke = " (scale=smoke: not evidence)" if claims and all(is_smoke(c) for c in claims) else ""
+    text = f"{exp}: {len(claims)} claim{'s' if len(claims) != 1 else ''}{smoke}: " + ", ".join(parts)
+    ps = [c.get("values", {}).get("p") for c in claims]
+    ps = [p for p in ps if isinstance(p, (int, float)) and not isinstance(p, bool)]
+    if ps:
+        adjusted = holm(ps)
+        below = sum(p <= level for p in adjusted)
+        text += (f"; Holm's correction over the {len(ps)} with a p-value: {below} below "
+                 f"{level:g}")
+    return text
+
+
 def _tables(exp: str, group_studies: list) -> list:
     """The record tables of one experiment, over all its groups."""
     rows = [(s.group, rec) for s in group_studies for rec in s.records]
@@ -606,7 +630,8 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
             made += _figures(s, figures)
     claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
     problems = [r for r in runs if r.status != "completed"]
-    md = [f"{_status_line(runs)}\n"] + [t.markdown() for t in claim_tables + tables]
+    lines = [_status_line(runs)] + [claims_line(exp, cs) for exp, cs in claims]
+    md = ["  \n".join(lines) + "\n"] + [t.markdown() for t in claim_tables + tables]
     undecided = [s for s in all_studies if s.error]
     if undecided:
         md.append("### Claims not decided\n\n" + "".join(
@@ -750,6 +775,12 @@ def print_report(result: dict) -> None:
         if r.status != "completed":
             console.print(f"[yellow]{r.status}[/]: {r.folder}{': ' + r.error if r.error else ''}",
                           markup=True, highlight=False)
+    by_exp = defaultdict(list)
+    for s in result["studies"]:
+        by_exp[s.experiment] += s.claims
+    for exp, claims in by_exp.items():
+        if claims:
+            console.print(claims_line(exp, claims), highlight=False)
     console.print(f"{_status_line(result['runs'])}; report written to {result['out']}",
                   highlight=False)
 
