@@ -106,6 +106,9 @@ class BaseConfig:
                        help="a tracker beside the run folder (quadrun/tracking.py)")
     resume: Optional[str] = None
     data_dir: str = "data"
+    memory_check: bool = spec(True, help="refuse, before anything is created, a config whose "
+                                         "largest cell needs more memory than is free "
+                                         "(false: an expert goes on anyway)")
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -287,6 +290,47 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)
+    if cfg.get("memory_check", True):
+        check_memory(experiments[name], cfg)
+
+
+def available_memory(device: str) -> tuple:
+    """(bytes free, where) for a run on `device`: the GPU's free memory when the run will be
+    on one (nvidia-smi; no torch needed), else the host's available memory."""
+    import shutil
+    import subprocess
+
+    if device in ("auto", "cuda") and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,"
+                                  "nounits"], capture_output=True, text=True, timeout=10)
+            free = [int(v) for v in out.stdout.split() if v.strip().isdigit()]
+            if out.returncode == 0 and free:
+                return free[0] * 2 ** 20, "the GPU"
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024, "this machine"
+    except (OSError, KeyError, ValueError):
+        return None, "this machine"
+
+
+def check_memory(module, cfg) -> None:
+    """The experiment's estimate of its largest cell (`memory(c) -> (bytes, key, what)`,
+    optional in the entry point) against the memory free where it will run."""
+    estimate = getattr(module, "memory", None)
+    if not callable(estimate):
+        return
+    c = OmegaConf.to_object(cfg[cfg.experiment])
+    need, key, what = estimate(c)
+    free, where = available_memory(cfg.get("device", "auto"))
+    if free is None or need <= 0.8 * free:
+        return
+    raise ConfigError(f"{key}: the largest cell needs about {need / 2 ** 30:.3g} GB ({what}), "
+                      f"and {free / 2 ** 30:.3g} GB is free on {where}; use smaller values, or "
+                      "add memory_check=false to go on anyway")
 
 
 # -- variants: which keys each strategy, learner, arch... reads ---------------------------------

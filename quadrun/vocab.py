@@ -31,7 +31,7 @@ VERDICTS = ("holds", "fails", "inconclusive", "not_measured")
 # -- keys that do not define a result -------------------------------------------------------------
 # Top-level keys: where and how the run ran.
 RUNTIME_KEYS = ("device", "precision", "compile", "cuda_graphs", "deterministic", "threads",
-                "logger", "resume", "data_dir", "sweep")
+                "logger", "resume", "data_dir", "sweep", "memory_check")
 # Keys of every training config (`<experiment>.train.*`, `<experiment>.<part>.train.*`):
 # how often to log and checkpoint.
 TRAIN_RUNTIME_KEYS = ("log_every", "checkpoint_every")

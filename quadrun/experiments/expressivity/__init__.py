@@ -37,7 +37,7 @@ the quadratic variety is still larger than that of a conventional net with at le
 many parameters.
 """
 from quadrun.experiments.expressivity.claims import claims
-from quadrun.experiments.expressivity.config import POOL, VARIANTS, Config, check
+from quadrun.experiments.expressivity.config import POOL, VARIANTS, Config, check, memory
 
 __all__ = ["Config", "check", "VARIANTS", "POOL", "claims", "cells", "measure", "figures"]
 

@@ -109,6 +109,33 @@ VARIANTS = (
 POOL = ()   # a sweep over a key of this section is another study
 
 
+def memory(c) -> tuple:
+    """(bytes, key, what) of the largest dimension cell: the exact rank keeps a few arrays of
+    forward-mode derivatives, points x width x params int64 (quadrun.nn.modular), and the
+    float cross-check a points x outputs x params float64 Jacobian and its SVD."""
+    import math
+
+    from quadrun.nn.modular import param_count
+
+    kinds = [k for k in c.dimension_kinds] + (["conventional"] if c.equal_params else [])
+    worst = (0, None)
+    for widths in c.widths:
+        for kind in dict.fromkeys(kinds):
+            for bias in c.biases:
+                params = param_count(widths, kind, bias)
+                points = max(params, math.ceil(c.points_factor * params / widths[-1]), 1)
+                need = 6 * 8 * points * max(widths) * params
+                if c.float_check:
+                    need = max(need, 3 * 8 * points * widths[-1] * params)
+                worst = max(worst, (need, (list(widths), kind, bias, params, points)))
+    need, which = worst
+    if which is None:
+        return 0, "expressivity.widths", "no dimension cell"
+    widths, kind, bias, params, points = which
+    return need, "expressivity.widths", (f"the {kind} net {widths}{' with bias' if bias else ''}: "
+                                         f"{params} parameters at {points} points")
+
+
 def check(cfg) -> None:
     """Primes below 2^31, width tuples with an input and an output, and every fitted model
     within 5 % of the budget: before anything is created, without torch."""
