@@ -329,10 +329,12 @@ def test_an_unread_key_leaves_the_fingerprint_alone(compose):
 
 
 def solve(dim, n, scene_, solver, its, converged=True, setup_s=0.0, solve_s=0.1, cosine=None):
+    """A record; `cosine` (one number or None) stands for every test residual's."""
     return {"part": "solve", "dim": dim, "n": n, "scene": scene_, "solver": solver,
             "protocol": "quadrun", "iterations": its, "iterations_run": its,
             "converged": converged, "rel_residual": 1e-5, "absolute_tol": False,
-            "device": "cpu", "setup_s": setup_s, "solve_s": solve_s, "cosine": cosine}
+            "device": "cpu", "setup_s": setup_s, "solve_s": solve_s,
+            "cosines": [cosine] * 3, "cosine": None if cosine is None else abs(cosine)}
 
 
 def net_solve(dim, n, scene_, arch, k, its, **kw):
@@ -548,6 +550,11 @@ def test_approx_inverse_against_ic_for_each_network():
     assert got["values"]["2D n=64 box"] == {"cg": 0.3, "jacobi": 0.31, "ic": 0.6, "mg": 0.99,
                                             "additive": [0.8, 0.75]}
     assert decide(recs([0.8, 0.5]))["approx_inverse.additive"]["verdict"] == "fails"
+    # "up to a constant" of either sign: DCDM's step takes -c A^-1 r as well as c A^-1 r
+    flipped = decide(recs([0.8, -0.75]))["approx_inverse.additive"]
+    assert flipped["verdict"] == "holds" and "negative constant" in flipped["measured"]
+    assert "2-D net 1" in flipped["measured"]
+    assert decide(recs([0.8, -0.5]))["approx_inverse.additive"]["verdict"] == "fails"
     assert decide(recs([0.8, None]))["approx_inverse.additive"]["verdict"] == "inconclusive"
     no_ic = [r for r in recs([0.8]) if r["solver"] != "ic"]
     assert decide(no_ic)["approx_inverse.additive"]["verdict"] == "not_measured"
@@ -625,7 +632,8 @@ def test_consecutive_solves_share_one_scene_and_its_test_residuals(fake_ctx):
     assert ctx.built == [("scene", ("sphere", 8, 2)), ("test residuals", ("sphere", 8, 2)),
                          ("scene", ("box", 8, 2)), ("test residuals", ("box", 8, 2))]
     assert recs[0]["converged"] and len(recs[0]["residuals"]) == recs[0]["iterations"] + 1
-    assert len(recs[1]["cosines"]) == 2 and recs[1]["cosine"] == np.median(recs[1]["cosines"])
+    assert len(recs[1]["cosines"]) == 2
+    assert recs[1]["cosine"] == np.median(np.abs(recs[1]["cosines"]))
     assert "cosine" not in recs[2]                          # AMG: not a map measured here
 
 

@@ -3,12 +3,13 @@ along the exact correction A^-1 r.
 
     a_cosine(A, q, r, z)   the cosine between q and z = A^+ r in the A inner product,
                            <q, z>_A / (||q||_A ||z||_A) = q.r / sqrt((q.A q)(r.z))
-                           (A z = r gives <q, z>_A = q.r and ||z||_A^2 = r.z). It is 1
-                           exactly when q is a positive multiple of A^+ r (anything in A's
-                           null space, the constants of a closed domain, does not count),
-                           so it measures "the action of A^-1 up to a constant"; and it is
-                           the fraction of the A-norm error one step along q can remove:
-                           ||e - t q||_A^2 = (1 - cos^2) ||e||_A^2 at the best step t.
+                           (A z = r gives <q, z>_A = q.r and ||z||_A^2 = r.z). It is +-1
+                           exactly when q is a multiple of A^+ r (anything in A's null
+                           space, the constants of a closed domain, does not count), so
+                           |cos| measures "the action of A^-1 up to a constant", of either
+                           sign: one step along q at the best step t (its sign included,
+                           as DCDM's (q.r)/(q.A q)) leaves ||e - t q||_A^2 =
+                           (1 - cos^2) ||e||_A^2 of the A-norm error e = A^+ r.
     test_residuals(...)    the residuals a solver meets on a scene: b, and CG's residuals
                            at evenly spaced fractions of its iterations to the tolerance
                            (smoother and smoother), each with its exact correction A^+ r
@@ -28,7 +29,8 @@ EXACT_TOL = 1e-10          # the relative residual of the exact corrections
 
 
 def a_cosine(A, q: torch.Tensor, r: torch.Tensor, z: torch.Tensor) -> Optional[float]:
-    """cos_A(q, A^+ r) for A z = r (None when q has no A-energy: q in A's null space)."""
+    """cos_A(q, A^+ r) for A z = r, signed (None when q has no A-energy: q in A's null
+    space)."""
     qAq = float(q.double().dot((A @ q.to(A.dtype)).double()))
     rz = float(r.double().dot(z.double()))
     if not (qAq > 0 and rz > 0):
@@ -70,8 +72,8 @@ def test_residuals(system: PoissonSystem, b, count: int, device="cpu", tol: floa
 
 
 def cosines(A, M: Optional[Callable], pairs) -> List[Optional[float]]:
-    """a_cosine of the map M (None: the identity, CG's direction) on each test pair; M
-    gets r / ||r||, as DCDM's network does."""
+    """a_cosine (signed) of the map M (None: the identity, CG's direction) on each test
+    pair; M gets r / ||r||, as DCDM's network does."""
     out = []
     for r, z in pairs:
         with torch.no_grad():

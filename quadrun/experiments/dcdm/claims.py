@@ -90,9 +90,10 @@ def declared(c, arch: str, device: str) -> list:
                                   strict=True, unit="x MG's time")), setup=s, extension=True),
         Claim(f"approx_inverse.{arch}", "The network approximates the action of A^-1 (up to "
               "a constant).", SOURCE,
-              target="the A-norm cosine between f(r) and A^-1 r (median over the scene's test "
-                     f"residuals) above IC(0)'s on every evaluated (dim, n, scene), {each}; "
-                     "Jacobi's, the identity's (CG's direction) and MG's beside it",
+              target="|A-norm cosine| between f(r) and A^-1 r (median over the scene's test "
+                     f"residuals; either sign: DCDM's step takes the constant's sign) above "
+                     f"IC(0)'s on every evaluated (dim, n, scene), {each}; Jacobi's, the "
+                     "identity's (CG's direction) and MG's beside it",
               rule=AllCases(Exact(0.0, strict=True, unit="(IC's cosine - the net's)")),
               setup=s)]
     return out
@@ -233,7 +234,7 @@ def unseen(data: Data, c, arch: str) -> Evidence:
 
 def approx_inverse(data: Data, arch: str) -> Evidence:
     nets = data.nets.get(arch, {})
-    cases, values, mine = [], {}, []
+    cases, values, mine, negative = [], {}, [], set()
     for (dim, index), vals in sorted(nets.items()):
         for (n, scene), v in sorted(vals.items()):
             ic = data.base.get((dim, n, scene, "ic"), {}).get("cos")
@@ -244,6 +245,8 @@ def approx_inverse(data: Data, arch: str) -> Evidence:
             cases.append((key, Evidence(undecided="no cosine of the network or of IC", next="")
                           if q is None or ic is None else case(key, ic - q, "")[1]))
             mine.append(q)
+            if v.get("negative"):
+                negative.add(f"{dim}-D net {index}")
             where = f"{dim}D n={n} {scene}"
             row = values.setdefault(where, {s: data.base.get((dim, n, scene, s), {}).get("cos")
                                             for s in ("cg", "jacobi", "ic", "mg")})
@@ -253,11 +256,13 @@ def approx_inverse(data: Data, arch: str) -> Evidence:
                        "no cosine of the network beside IC's")
     ref = {s: span((row[s] for row in values.values()), "") for s in ("cg", "jacobi", "ic", "mg")}
     above = sum(1 for _, e in cases if e.interval is not None and e.interval.estimate < 0)
+    signs = (f"; a negative constant (f(r) ~ -c A^-1 r) on some scene: "
+             f"{', '.join(sorted(negative))}" if negative else "")
     return Evidence(
-        measured=f"{arch} nets ({nets_text(nets)}): A-cosine with A^-1 r {span(mine, '')} "
+        measured=f"{arch} nets ({nets_text(nets)}): |A-cosine| with A^-1 r {span(mine, '')} "
                  f"(median over each scene's test residuals) vs IC {ref['ic']}, Jacobi "
                  f"{ref['jacobi']}, identity {ref['cg']}, MG {ref['mg']}; above IC's on "
-                 f"{above}/{len(cases)} (net, n, scene)", values=values, cases=cases)
+                 f"{above}/{len(cases)} (net, n, scene){signs}", values=values, cases=cases)
 
 
 def summarize(records, c) -> dict:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import List
 
 from quadrun.errors import ConfigError
+from quadrun.stats import median
 from quadrun.schema import TrainConfig, Variants, spec, train_config
 
 # torch-free copies of quadrun.solvers.poisson.SCENES, krylov.SOLVERS and
@@ -129,3 +130,11 @@ def kept(iterations: int) -> list:
     if count == iterations + 1:
         return list(range(count))
     return [round(k * iterations / (count - 1)) for k in range(count)]
+
+
+def abs_cosine(cosines) -> float:
+    """A map's quality as an approximate inverse on a scene: the median over its test
+    residuals of |cos_A(M r, A^-1 r)| (quadrun.solvers.inverse). The absolute value: "up to
+    a constant" of either sign, since DCDM's step (q.r)/(q.A q) and its training loss take
+    q's sign as it comes (a network may learn -c A^-1)."""
+    return median(abs(x) for x in cosines if x is not None)

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from quadrun.claims import FAILS, HOLDS, INCONCLUSIVE, Evidence, Rule, fmt, missing
+from quadrun.experiments.dcdm.config import abs_cosine
 from quadrun.stats import Interval, median
 
 SIZE_HOLDS, SIZE_FAILS = 1.2, 1.5   # size_independent: its(2n)/its(n) per doubling
@@ -48,6 +49,8 @@ class Exact(Rule):
         v = float(ev.interval.estimate)
         hi = self.holds if self.fails is None else self.fails
         unit = ("" if self.unit.startswith("x") else " ") + self.unit if self.unit else ""
+        if math.isinf(v):
+            unit = " (a target never reached)"
         if (v < self.holds) if self.strict else (v <= self.holds):
             return HOLDS, f"{fmt(v)}{unit} is {'below' if self.strict else 'at most'} {fmt(self.holds)}"
         if (v >= hi) if self.strict else (v > hi):
@@ -107,7 +110,9 @@ def collect(records) -> Data:
     nets: dict = {}
     ids: dict = {}
     for r in solves:
-        values = {"its": _its(r), "time": _time(r), "cos": r.get("cosine")}
+        cos = abs_cosine(r["cosines"]) if isinstance(r.get("cosines"), list) else None
+        values = {"its": _its(r), "time": _time(r), "cos": cos,
+                  "negative": any(x is not None and x < 0 for x in r.get("cosines") or [])}
         if r["solver"] == "dcdm":
             arch, dim = r.get("arch", "additive"), r["dim"]
             seen = ids.setdefault((arch, dim), {})

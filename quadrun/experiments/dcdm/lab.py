@@ -7,11 +7,10 @@ import logging
 
 import torch
 
-from quadrun.experiments.dcdm.config import eval_sizes, kept
+from quadrun.experiments.dcdm.config import abs_cosine, eval_sizes, kept
 from quadrun.solvers import inverse, krylov
 from quadrun.solvers.lanczos import training_basis, training_coefficients, training_samples
 from quadrun.solvers.poisson import build_system, scene
-from quadrun.stats import median
 from quadrun.vocab import derive_seed
 
 log = logging.getLogger("quadrun")
@@ -176,7 +175,7 @@ def solve(c, ctx, cell: dict) -> dict:
         pairs = ctx.latest("test residuals", (name, n, dim), lambda: inverse.test_residuals(
             system, b, c.inverse_residuals, ctx.device, c.tol))
         out["cosines"] = approximate_inverse(system, solver, pairs, options, ctx.device)
-        out["cosine"] = median(out["cosines"])
+        out["cosine"] = abs_cosine(out["cosines"])
     return out
 
 
