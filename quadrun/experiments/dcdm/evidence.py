@@ -52,7 +52,8 @@ class Exact(Rule):
         if math.isinf(v):
             unit = " (a target never reached)"
         if (v < self.holds) if self.strict else (v <= self.holds):
-            return HOLDS, f"{fmt(v)}{unit} is {'below' if self.strict else 'at most'} {fmt(self.holds)}"
+            word = "below" if self.strict else "at most"
+            return HOLDS, f"{fmt(v)}{unit} is {word} {fmt(self.holds)}"
         if (v >= hi) if self.strict else (v > hi):
             return FAILS, f"{fmt(v)}{unit} is {'at least' if self.strict else 'above'} {fmt(hi)}"
         return INCONCLUSIVE, f"{fmt(v)}{unit} lies between {fmt(self.holds)} and {fmt(hi)}"
@@ -195,7 +196,8 @@ def versus(data: Data, arch: str, solver: str, what: str, largest: bool = False,
             key = label(dim, n, scene, index)
             cases.append(case(key, ratio, "neither solve reached the tolerance"))
             rows.append((f"{dim}D n={n} {scene}", d))
-            values[key] = {"dcdm": None if math.isinf(d) else d, solver: None if math.isinf(g) else g}
+            values[key] = {"dcdm": None if math.isinf(d) else d,
+                           solver: None if math.isinf(g) else g}
             if ratio is not None and (worst is None or ratio > worst[0]):
                 worst = (ratio, key, d, g)
     if not cases:
@@ -205,9 +207,9 @@ def versus(data: Data, arch: str, solver: str, what: str, largest: bool = False,
     below = sum(1 for _, ev in cases if ev.interval is not None and ev.interval.estimate < bound)
     ratios = [e.interval.estimate for _, e in cases if e.interval is not None]
     name = NAMES.get(solver, solver)
-    text = (f"{arch} nets ({nets_text(nets)}): below {fmt(bound)}x {name}'s on {below}/{len(cases)} "
-            f"(net, {'scene at the largest n' if largest else 'n, scene'}); DCDM/{name} "
-            f"{span(ratios)}")
+    where = "scene at the largest n" if largest else "n, scene"
+    text = (f"{arch} nets ({nets_text(nets)}): below {fmt(bound)}x {name}'s on "
+            f"{below}/{len(cases)} (net, {where}); DCDM/{name} {span(ratios)}")
     if worst:
         text += f"; worst {worst[1]}: DCDM {_num(worst[2], unit)} vs {name} {_num(worst[3], unit)}"
     text += _spread(rows, unit) + pooled(data, time=what == "time")

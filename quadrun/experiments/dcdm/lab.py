@@ -73,8 +73,9 @@ class TrainingSize:
                                ctx.data_dir, ctx.device)
         self.vectors = basis["vectors"].to(ctx.device)
         self.k, self.low = len(self.vectors), c.ritz_m[i] // 2 + c.ritz_theta[i]
-        self.val = training_samples(self.vectors, training_coefficients(
-            self.k, c.val_samples, self.low, derive_seed(seed, "val_samples", dim, n)).to(ctx.device))
+        val = training_coefficients(self.k, c.val_samples, self.low,
+                                    derive_seed(seed, "val_samples", dim, n))
+        self.val = training_samples(self.vectors, val.to(ctx.device))
         self.A = self.system.matrix(ctx.device, torch.float32)
 
     def coefficients(self, count: int, seed: int) -> torch.Tensor:
