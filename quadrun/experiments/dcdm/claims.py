@@ -145,7 +145,8 @@ def size_independent(data: Data, arch: str) -> Evidence:
     worst = max(cases, key=lambda kv: -1 if kv[1].interval is None else kv[1].interval.estimate)
     text = (f"{arch} nets ({nets_text(nets)}): DCDM its(2n)/its(n) {span(ratios)} per doubling; "
             f"worst {worst[0]}: "
-            + ", ".join(f"{k} {fmt(r)}x" if r is not None else f"{k} -"
+            + ", ".join(f"{k} {fmt(r)}x" if r is not None and math.isfinite(r) else
+                        f"{k} {'not converged at 2n' if r is not None else '-'}"
                         for k, r in values[worst[0]].items())
             + "; controls under the same rule: "
             f"{control(data, 'cg')}, {control(data, 'mg')}")
