@@ -25,7 +25,7 @@ command that would decide it; the report shows it with the folder filled in and 
 
 Verdicts: holds | fails | inconclusive (noise or range too small to decide) |
 not_measured (this scale or this run cannot reach it). The runner adds the run's `scale`
-and `device`. Rules are small classes: `Above`, `Below`, `Band`, `AllCases`, `FewerEvents`;
+and `device`. Rules are small classes: `Above`, `Below`, `Band`, `Exact`, `AllCases`, `FewerEvents`;
 each has tests that make it hold and fail, and the ones that rest on noise have simulated
 error rates (tests/test_claims.py). Torch-free.
 """
@@ -108,6 +108,11 @@ def missing(why: str, measured: str = "", command: Optional[str] = None,
     """Evidence of a claim this run cannot measure (verdict not_measured)."""
     return Evidence(measured=measured or "not measured", values=values, missing=why,
                     command=command, jobs=jobs)
+
+
+def exact(value: float, measured: str = "", **values) -> Evidence:
+    """Evidence of an exact number (no noise: a count, a rank, a ratio of counts)."""
+    return Evidence(measured=measured, values=values, interval=Interval(value, value, value))
 
 
 def seeds_command(needed: int, have: int, arms: int = 1, what: str = "seed") -> tuple:
@@ -253,6 +258,36 @@ class FewerEvents(Rule):
             return INCONCLUSIVE, f"{self.reference} had no {self.what}, so there were none to prevent"
         return INCONCLUSIVE, (f"the counts do not differ at the {fmt(self.level)} level "
                               f"(p {word} = {fmt(good)})")
+
+
+@dataclass(frozen=True)
+class Exact(Rule):
+    """An exact number (no noise: an iteration count or a ratio of counts, deterministic
+    given the seed; +inf for a target never reached) against two bounds. Not strict:
+    holds when it is at most `holds`, fails when it is above `fails`; strict: holds when it
+    is below `holds`, fails when it is at least `fails`. `fails` defaults to `holds`;
+    between them, inconclusive."""
+    holds: float
+    fails: Optional[float] = None
+    strict: bool = False
+    unit: str = ""
+
+    def _decide(self, ev):
+        if ev.interval is None or ev.interval.estimate is None:
+            return INCONCLUSIVE, "no value to decide from"
+        v = float(ev.interval.estimate)
+        hi = self.holds if self.fails is None else self.fails
+        unit = ("" if self.unit.startswith("x") else " ") + self.unit if self.unit else ""
+        if math.isinf(v):
+            unit = " (a target never reached)"
+        if (v < self.holds) if self.strict else (v <= self.holds):
+            word = "below" if self.strict else "at most"
+            return HOLDS, f"{fmt(v)}{unit} is {word} {fmt(self.holds)}"
+        if (v >= hi) if self.strict else (v > hi):
+            return FAILS, f"{fmt(v)}{unit} is {'at least' if self.strict else 'above'} {fmt(hi)}"
+        return INCONCLUSIVE, f"{fmt(v)}{unit} lies between {fmt(self.holds)} and {fmt(hi)}"
+
+
 
 
 # -- claims ---------------------------------------------------------------------------------------

@@ -121,3 +121,15 @@ def test_an_undecided_claim_carries_the_command_that_would_decide_it():
     assert c.decide(Evidence(interval=Interval(1, 0.5, 2), command=command))["next"] is None
     assert c.decide(missing("run the sweep", command="quadrun -m x", jobs=3))["next"] == \
         {"command": "quadrun -m x", "jobs": 3}
+
+
+def test_exact_numbers_against_two_bounds():
+    from quadrun.claims import Exact, exact
+
+    rule = Exact(1.2, 1.5, unit="x per doubling")
+    assert rule.decide(exact(1.1))[0] == "holds" and rule.decide(exact(1.2))[0] == "holds"
+    assert rule.decide(exact(1.8))[0] == "fails"           # a CG-like growth
+    assert rule.decide(exact(1.35))[0] == "inconclusive"
+    assert rule.decide(exact(float("inf")))[0] == "fails"  # never reached
+    strict = Exact(1.0, strict=True)
+    assert strict.decide(exact(0.9))[0] == "holds" and strict.decide(exact(1.0))[0] == "fails"

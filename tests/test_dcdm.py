@@ -504,7 +504,7 @@ def test_the_time_rule_error_rates_under_timing_noise():
     """Simulated timings (log-normal noise, 5 % per timing, as on a loaded CPU) with a
     known true ratio: the 10 % band keeps wrong verdicts rare."""
     from quadrun.experiments.dcdm.claims import TIME
-    from quadrun.experiments.dcdm.evidence import exact
+    from quadrun.claims import exact
 
     rng = np.random.default_rng(0)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 
-from quadrun.claims import AllCases, Claim, Evidence, decide, fmt, missing
+from quadrun.claims import AllCases, Claim, Evidence, Exact, decide, fmt, missing
 from quadrun.experiments.dcdm.evidence import (CAPS, MG_FACTOR, SIZE_FAILS, SIZE_HOLDS,
-                                               TIME_NOISE, UNSEEN_FACTOR, Data, Exact,
-                                               case, censored_ratio, chain_value, collect,
-                                               doublings, label, nets_text, pooled, span,
-                                               versus)
+                                               TIME_NOISE, UNSEEN_FACTOR, Data, case,
+                                               chain_value, collect, doublings, label,
+                                               nets_text, pooled, span, versus)
+from quadrun.stats import censored_ratio
 
 SOURCE = "Kaneda et al. 2023 (ICML), abstract"
 RESULTS = "Kaneda et al. 2023 (ICML), results (baselines: CG, IC PCG, deflated PCG)"

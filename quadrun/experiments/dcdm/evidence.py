@@ -14,11 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 
-from quadrun.claims import FAILS, HOLDS, INCONCLUSIVE, Evidence, Rule, fmt, missing
+from quadrun.claims import Evidence, exact, fmt, missing
 from quadrun.experiments.dcdm.config import abs_cosine
-from quadrun.stats import Interval, median
+from quadrun.stats import censored_median, censored_ratio, median
 
 SIZE_HOLDS, SIZE_FAILS = 1.2, 1.5   # size_independent: its(2n)/its(n) per doubling
 UNSEEN_FACTOR = 2.0        # unseen: iterations within this factor of the training scene's
@@ -27,59 +26,6 @@ TIME_NOISE = 0.1           # a time ratio within 10 % of its bound is undecided
 NAMES = {"cg": "CG", "jacobi": "Jacobi", "ic": "IC", "deflated": "deflated PCG", "amg": "AMG",
          "mg": "MG"}
 CAPS = "higher iteration caps (dcdm.maxiter, dcdm.dcdm_maxiter) would decide it"
-
-
-# -- general pieces ---------------------------------------------------------------------------
-# general: belongs in quadrun/claims.py
-@dataclass(frozen=True)
-class Exact(Rule):
-    """An exact number (no noise: an iteration count or a ratio of counts, deterministic
-    given the seed; +inf for a target never reached) against two bounds. Not strict:
-    holds when it is at most `holds`, fails when it is above `fails`; strict: holds when it
-    is below `holds`, fails when it is at least `fails`. `fails` defaults to `holds`;
-    between them, inconclusive."""
-    holds: float
-    fails: Optional[float] = None
-    strict: bool = False
-    unit: str = ""
-
-    def _decide(self, ev):
-        if ev.interval is None or ev.interval.estimate is None:
-            return INCONCLUSIVE, "no value to decide from"
-        v = float(ev.interval.estimate)
-        hi = self.holds if self.fails is None else self.fails
-        unit = ("" if self.unit.startswith("x") else " ") + self.unit if self.unit else ""
-        if math.isinf(v):
-            unit = " (a target never reached)"
-        if (v < self.holds) if self.strict else (v <= self.holds):
-            word = "below" if self.strict else "at most"
-            return HOLDS, f"{fmt(v)}{unit} is {word} {fmt(self.holds)}"
-        if (v >= hi) if self.strict else (v > hi):
-            return FAILS, f"{fmt(v)}{unit} is {'at least' if self.strict else 'above'} {fmt(hi)}"
-        return INCONCLUSIVE, f"{fmt(v)}{unit} lies between {fmt(self.holds)} and {fmt(hi)}"
-
-
-def exact(value: float, measured: str = "", **values) -> Evidence:
-    return Evidence(measured=measured, values=values, interval=Interval(value, value, value))
-
-
-# general: belongs in quadrun/stats.py
-def censored_median(values) -> float:
-    """The median of values where a missing or infinite one is a target never reached
-    (+inf): it stays in the sample, so a median can itself be +inf."""
-    x = [math.inf if v is None or not math.isfinite(v) else float(v) for v in values]
-    return float(np.median(x)) if x else math.inf
-
-
-# general: belongs in quadrun/stats.py
-def censored_ratio(a: float, b: float) -> Optional[float]:
-    """a / b for censored values: inf when only b is finite, 0 when only a is, None when
-    neither is (undecided)."""
-    if math.isinf(a) and math.isinf(b):
-        return None
-    if math.isinf(b):
-        return 0.0
-    return math.inf if math.isinf(a) else a / b
 
 
 # -- from records -----------------------------------------------------------------------------

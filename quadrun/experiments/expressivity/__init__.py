@@ -39,7 +39,7 @@ many parameters.
 from quadrun.experiments.expressivity.claims import claims
 from quadrun.experiments.expressivity.config import POOL, VARIANTS, Config, check, memory
 
-__all__ = ["Config", "check", "VARIANTS", "POOL", "claims", "cells", "measure", "figures"]
+__all__ = ["Config", "check", "memory", "VARIANTS", "POOL", "claims", "cells", "measure", "figures"]
 
 
 def cells(c) -> list:
