@@ -11,7 +11,7 @@ value, gradient and Laplacian in closed form, for numpy arrays and torch tensors
 - `gaussian_bump`    A prod_i g(x_i), g the Gaussian exp(-(t - c_i)^2 / (2 s^2)) plus its
                      mirror images in the faces t = 0 and t = 1 (centres +-c_i + 2k): the
                      method of images, so g'(0) = g'(1) = 0 exactly (up to the images left
-                     out, below 1e-30 for s <= 0.5); c_i = centre[i mod len(centre)].
+                     out, below e^-50 = 2e-22 for s <= 0.5); c_i = centre[i mod len(centre)].
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Tuple
 import numpy as np
 
 SOLUTIONS = ("cosine_sum", "cosine_product", "cosines", "gaussian_bump")
-IMAGES = 4               # mirror images k = -IMAGES..IMAGES on each side
+IMAGES = 2               # mirror images k = -IMAGES..IMAGES on each side
 MAX_BUMP_WIDTH = 0.5
 
 

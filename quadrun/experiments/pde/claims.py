@@ -146,8 +146,9 @@ def _width_claim(c, part: str) -> Claim:
         target=(f"w*(d): the width where the median rel. L2 first reaches {c.target_error:g} "
                 f"(log-log interpolated between grid widths, >= {networks.FLOOR_FACTOR} x the floor "
                 f"there); over >= {networks.MIN_DIMS} resolved d spanning a factor "
-                f"{networks.SPAN:g}: RSS of log w* vs d minus RSS of log w* vs log d above 0 "
-                f"(95 % bootstrap over replicates); otherwise a description, not a verdict"),
+                f"{networks.SPAN:g}: R^2 of log w* vs log d minus R^2 of log w* vs d above 0 (95 % "
+                f"bootstrap over replicates; equal w* are undecided); otherwise a description, "
+                f"not a verdict"),
         rule=Above(0.0), setup=_net_setup(c, part), extension=rf)
 
 

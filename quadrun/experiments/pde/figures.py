@@ -56,9 +56,11 @@ def _error_vs_width(nets, c):
 
 def _width_for_target(records, c):
     fig, ax = plt.subplots(figsize=(5, 4))
+    drawn = False
     for part, by_d in width_for_target(records, c.target_error, SOLVERS).items():
         pts = sorted((int(d), w) for d, w in by_d.items() if w is not None)
         if pts:
+            drawn = True
             ax.loglog(*zip(*pts), STYLES[part][0], marker=STYLES[part][1],
                       label=part.replace("_", " "))
         missed = sorted(int(d) for d, w in by_d.items() if w is None)
@@ -67,7 +69,7 @@ def _width_for_target(records, c):
     ax.set_xlabel("dimension d")
     ax.set_ylabel(f"w*: width with rel. L2 = {c.target_error:g}")
     ax.set_title("width needed (dotted: d where w* is unresolved)", fontsize=9)
-    if ax.lines:
+    if drawn:
         ax.legend()
     return fig
 
