@@ -6,12 +6,12 @@ The thresholds below were fixed before any run of the rules on measured records.
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 
 from quadrun.claims import Evidence, fmt, fmt_interval, missing
-from quadrun.stats import BOOTSTRAP, Interval, bootstrap_groups, is_number
+from quadrun.stats import (BOOTSTRAP, Interval, bootstrap_groups, censored_median, is_number,
+                           least_squares)
 from quadrun.vocab import derive_seed
 
 FLOOR_FACTOR = 10      # a width counts when its median error is >= 10 x its median floor
@@ -19,13 +19,6 @@ MIN_REPLICATES = 3     # replicates per width that a slope's bootstrap needs
 MIN_DIMS = 5           # resolved d that width_vs_d needs, spanning at least
 SPAN = 10.0            # one decade (largest d / smallest d)
 MAX_DROPPED = 0.05     # resamples in which some d is unresolved, at most
-
-
-# general: belongs in quadrun/stats.py (a median for small samples: stats.median is
-# np.median, ~90 us on three values, and the bootstraps here take ~10^5 medians)
-def small_median(values) -> float:
-    """The median of a short list of numbers (inf allowed)."""
-    return float(statistics.median(values))
 
 
 def curves(records, part: str) -> dict:
@@ -45,9 +38,9 @@ def _medians(by_w: dict) -> tuple:
     errs, floors = {}, {}
     for w, units in by_w.items():
         e = [u[0] if u[0] is not None else math.inf for u in units]
-        errs[w] = small_median(e) if e else None
+        errs[w] = censored_median(e) if e else None
         fl = [u[1] for u in units]
-        floors[w] = small_median(fl) if all(f is not None for f in fl) and fl else None
+        floors[w] = censored_median(fl) if all(f is not None for f in fl) and fl else None
     return errs, floors
 
 
@@ -64,21 +57,11 @@ def resolved_widths(by_w: dict) -> list:
     return out
 
 
-# general: belongs in quadrun/stats.py (a least-squares line without its interval:
-# line_fit spends ~1.5 ms on the t quantile, and a bootstrap calls a statistic 2000 times)
-def least_squares(x, y) -> tuple:
-    """(slope, intercept) of the least-squares line through (x, y); x not all equal."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    dx = x - x.mean()
-    slope = float((dx * (y - y.mean())).sum() / (dx * dx).sum())
-    return slope, float(y.mean() - slope * x.mean())
-
-
 def _slope_statistic(widths):
     x = np.log(np.asarray(widths, float))
 
     def statistic(groups: dict):
-        meds = [small_median([e for e, _ in groups[w]]) for w in widths]
+        meds = [censored_median([e for e, _ in groups[w]]) for w in widths]
         if any(m is None or m <= 0 for m in meds):
             return None
         return least_squares(x, np.log(meds))[0]
