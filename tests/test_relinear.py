@@ -675,7 +675,7 @@ def test_smoke_run_records(tmp_path, compose):
     """What a smoke run records beyond the shared contract (tests/test_contract.py)."""
     from quadrun.runner import run
 
-    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu")
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1")
     folder = tmp_path / "run"
     run(cfg, folder)
     s = summary(folder)
@@ -720,8 +720,8 @@ def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch, compose):
 
     monkeypatch.setattr(lab, "fit", fit_once)
     for i, seed in enumerate([3, 3, 4]):
-        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", f"seed={seed}",
-                         "relinear.strategy=plain")
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
+                         f"seed={seed}", "relinear.strategy=plain")
         with pytest.raises(Exception):
             run(cfg, tmp_path / str(i))
     assert all(torch.equal(first[0][k], first[1][k]) for k in first[0])
@@ -750,7 +750,7 @@ def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch, compose):
         return data
 
     monkeypatch.setattr(lab, "load_images", poisoned)
-    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu",
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
                      "relinear.strategy=relinear_init")
     out = run(cfg, tmp_path / "run")
     s = summary(tmp_path / "run")
@@ -769,8 +769,8 @@ def test_gamma_zero_freezes_the_quadratic_parts(tmp_path, compose):
     from quadrun.runner import run
 
     for form in ("compact", "full"):
-        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "relinear.gamma=0",
-                         f"relinear.form={form}", "relinear.train.epochs=1",
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
+                         "relinear.gamma=0", f"relinear.form={form}", "relinear.train.epochs=1",
                          "relinear.batchstat_eval=false")
         out = run(cfg, tmp_path / form)
         assert out["status"] == "completed" and out["quad_lr"] == 0.0

@@ -260,7 +260,8 @@ def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
     sd = float(np.std(acc, ddof=1)) if len(acc) > 1 else None
     sd0 = float(np.std(ref, ddof=1)) if len(ref) > 1 else None
     mdd = detectable_difference(sd, len(acc), sd0, len(ref), level=1 - LEVEL)
-    needed = runs_needed(sd, sd0, RESOLVE, level=1 - LEVEL) if sd is not None and sd0 is not None else None
+    needed = (runs_needed(sd, sd0, RESOLVE, level=1 - LEVEL)
+              if sd is not None and sd0 is not None else None)
     values = {"mean": mean(acc), "sd": sd, "n": len(acc), "control": control,
               "control_mean": mean(ref), "control_sd": sd0, "control_n": len(ref),
               "difference": diff.estimate, "low": diff.low, "high": diff.high,
