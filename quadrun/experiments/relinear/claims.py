@@ -134,19 +134,21 @@ def claim_setup(claim: Claim, c, by: dict) -> str:
         parts.append(FAILED_RULE)
     if kind == "accuracy":
         strategy, control = ACCURACY_PAIRS[claim.id]
-        def seen(s, key):
-            return ", ".join(map(str, sorted({r.get(key) for r in by.get(s, []) if r.get(key)})))
-
-        desc = [f"width {seen(control, 'width')}" if seen(control, "width") else "",
-                f"{seen(control, 'params')} parameters" if seen(control, "params") else ""]
-        desc = ", ".join(d for d in desc if d)
-        if desc and seen(strategy, "params"):
-            desc += f"; {strategy}: {seen(strategy, 'params')} parameters"
+        widths, params = _seen(by, control, "width"), _seen(by, control, "params")
+        desc = ", ".join(d for d in (widths and f"width {widths}",
+                                     params and f"{params} parameters") if d)
+        if desc and _seen(by, strategy, "params"):
+            desc += f"; {strategy}: {_seen(by, strategy, 'params')} parameters"
         parts.append(f"control {control}" + (f" ({desc})" if desc else ""))
         name = strategy
     if name in ("relinear_sg", "relinear_rezero"):
         parts.append(gamma_note(c))
     return "; ".join(p for p in parts if p)
+
+
+def _seen(by: dict, strategy: str, key: str) -> str:
+    """The values of `key` among a strategy's records, as text ('' when none)."""
+    return ", ".join(map(str, sorted({r.get(key) for r in by.get(strategy, []) if r.get(key)})))
 
 
 def summarize(records, c) -> dict:
