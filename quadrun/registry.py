@@ -24,6 +24,10 @@ tests/plugins/toy.py) has:
     summarize(records, c) -> dict derived results for summary.json (may set "status")
     figures(records, c, save)     its figures; save(fig, name)
     check(cfg)                    checks of the whole config before anything is created
+    memory(c) -> (bytes, key, what)  the largest cell's memory, estimated from the config
+                                  alone: a config that cannot fit where it will run is
+                                  refused before anything is created (memory_check=false
+                                  lets an expert go on)
     VARIANTS = (Variants, ...)    quadrun.schema.Variants: the keys each strategy, learner,
                                   arch... reads; an unread override is reported before the
                                   run and is left out of the fingerprint and the grouping

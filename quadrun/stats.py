@@ -4,8 +4,9 @@ Every interval is a two-sided 95 % interval unless `level` says otherwise, retur
 `Interval(estimate, low, high)`; `low`/`high` are None when the data cannot give one
 (fewer than two values, no spread to resample).
 
-- `finite`, `median`, `mean`: the numbers among values (None, NaN, inf and non-numbers
-  dropped), their median and mean.
+- `finite`, `median`, `mean`, `std`: the numbers among values (None, NaN, inf and
+  non-numbers dropped), their median, mean and sample standard deviation;
+  `censored_median`, `censored_ratio`: the same where +inf is a target never reached.
 - `t_interval` (the mean), `welch_interval` (a difference of means, Welch's t).
 - `bootstrap` (any statistic of one sample) and `bootstrap_groups` (any statistic of
   several groups, units resampled within each group: seeds within each d, say).
@@ -75,6 +76,31 @@ def median(values: Iterable) -> Optional[float]:
 def mean(values: Iterable) -> Optional[float]:
     x = finite(values)
     return float(np.mean(x)) if x else None
+
+
+def std(values: Iterable) -> Optional[float]:
+    """The sample standard deviation (ddof = 1; 0 for one value)."""
+    x = finite(values)
+    if not x:
+        return None
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def censored_median(values: Iterable) -> float:
+    """The median of values where a missing or infinite one is a target never reached
+    (+inf): it stays in the sample, so a median can itself be +inf."""
+    x = [math.inf if v is None or not math.isfinite(v) else float(v) for v in values]
+    return float(np.median(x)) if x else math.inf
+
+
+def censored_ratio(a: float, b: float) -> Optional[float]:
+    """a / b for censored values (+inf: never reached): inf when only b is finite, 0 when
+    only a is, None when neither is (undecided)."""
+    if math.isinf(a) and math.isinf(b):
+        return None
+    if math.isinf(b):
+        return 0.0
+    return math.inf if math.isinf(a) else a / b
 
 
 # -- t intervals --------------------------------------------------------------------------------

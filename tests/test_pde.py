@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 from scipy import stats
@@ -14,11 +13,14 @@ import pytest
 import torch
 
 from quadrun.experiments import pde
+from quadrun.experiments.pde.evidence import gap_fit
+from quadrun.experiments.pde.config import ACTIVATIONS as CONFIG_ACTIVATIONS, SOLVERS
 from quadrun.nn.ritz import (ACTIVATIONS, SobolBatches, TwoLayer, energy, errors,
                              lbfgs_polish, random_feature_ritz, sobol_points, truncated_solve)
 from quadrun.solvers.pde import (PHIS, SOLUTIONS, Grid, Problem, default_step_size, newton,
                                  preconditioned_gradient_descent, reference_solution)
 from quadrun.errors import Interrupted
+from quadrun.schema import unread_keys
 from tests.conftest import run_folders, summary
 
 
@@ -138,9 +140,10 @@ def test_reference_solution_summary():
     assert abs(ref["newton_energy"] - grid.energy(newton(grid).x)) < 1e-14
     assert len(ref["energy_gaps"]) == 41 and ref["energy_gaps"][-1] == ref["energy_gap"]
     # the claim's fit on the real iteration: geometric, as the paper says
-    fit = pde.gap_fit({"part": "reference", "d": 2, "grid": 32, **ref})
-    assert fit["verdict"] == "holds" and fit["r2"] > 0.99
-    assert abs(fit["rate"] - ref["pgd_rate"]) < 1e-12
+    record = {"part": "reference", "d": 2, "grid": 32, **ref}
+    fit = gap_fit(record)
+    assert fit["r2"] > 0.99 and abs(fit["rate"] - ref["pgd_rate"]) < 1e-12
+    assert _claims([record])["pgd_geometric"]["verdict"] == "holds"
 
 
 # -- two-layer networks -------------------------------------------------------------------
@@ -266,22 +269,10 @@ def test_lbfgs_polish_in_chunks_equals_one_lbfgs_call(d, width, max_iter):
         assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), m.parameters()))
 
 
-class _Ctx:
-    """What lbfgs_polish sees of a run: log() and stop_requested (set after `stop_after` logs)."""
-
-    def __init__(self, stop_after=None):
-        self.rows, self.stop_after, self.stop_requested = [], stop_after, False
-
-    def log(self, step, metrics):
-        self.rows.append({"step": step, **metrics})
-        if self.stop_after is not None and len(self.rows) >= self.stop_after:
-            self.stop_requested = True
-
-
-def test_lbfgs_polish_logs_energy_and_honours_a_stop():
+def test_lbfgs_polish_logs_energy_and_honours_a_stop(fake_ctx):
     p = Problem(2, "quartic")
     x = sobol_points(2, 128, seed=1, dtype=torch.float64)
-    ctx = _Ctx()
+    ctx = fake_ctx()
     m = TwoLayer(2, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert lbfgs_polish(m, p, x, 30, ctx=ctx, name="dr", step=100, chunk=10) == 30
     assert [r["step"] for r in ctx.rows] == [110, 120, 130]
@@ -290,7 +281,7 @@ def test_lbfgs_polish_logs_energy_and_honours_a_stop():
     e = [r["dr/lbfgs/energy"] for r in ctx.rows]
     with torch.no_grad():
         assert e[0] > e[1] > e[2] and abs(e[2] - float(energy(m, p, x))) < 1e-12
-    ctx = _Ctx(stop_after=1)
+    ctx = fake_ctx(stop_after=1)
     m = TwoLayer(2, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with pytest.raises(Interrupted, match="L-BFGS"):
         lbfgs_polish(m, p, x, 30, ctx=ctx, name="dr", chunk=10)
@@ -302,7 +293,7 @@ def test_module_imports_without_torch_and_activations_match():
     code = "import sys, quadrun.experiments.pde; print(any(m == 'torch' for m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
-    assert pde.ACTIVATIONS == ACTIVATIONS
+    assert CONFIG_ACTIVATIONS == ACTIVATIONS
 
 
 def test_cells_cover_every_part_with_stable_keys():
@@ -311,9 +302,10 @@ def test_cells_cover_every_part_with_stable_keys():
     cells = pde.cells(c)
     assert cells[0] == {"part": "reference", "d": 1, "grid": 8}
     rf = [x for x in cells if x["part"] == "random_features"]
-    assert len(rf) == 2 * 3 * 2 and rf[0] == {"part": "random_features", "d": 1, "width": 16, "seed": 0}
+    assert len(rf) == 2 * 3 * 2 and \
+        rf[0] == {"part": "random_features", "d": 1, "width": 16, "replicate": 0}
     assert [x for x in cells if x["part"] == "deep_ritz"] == \
-        [{"part": "deep_ritz", "d": 3, "width": 8, "seed": s} for s in (0, 1)]
+        [{"part": "deep_ritz", "d": 3, "width": 8, "replicate": s} for s in (0, 1)]
     assert len({json.dumps(x, sort_keys=True) for x in cells}) == len(cells) == 1 + 12 + 2
     assert all(x["part"] != "reference" for x in pde.cells(pde.Config(reference_d=0)))
     default = pde.Config()                      # the cpu scale: 1 + 5 x 5 + 3 x 2 cells
@@ -321,7 +313,7 @@ def test_cells_cover_every_part_with_stable_keys():
 
 
 def _net(part, d, width, err, seed=0, status="completed"):
-    return {"part": part, "d": d, "width": width, "seed": seed, "rel_l2": err,
+    return {"part": part, "d": d, "width": width, "replicate": seed, "rel_l2": err,
             "rel_h1": err, "energy_gap": err, "status": status}
 
 
@@ -358,7 +350,7 @@ def test_figures_draw_the_three_plots_from_records():
         plt.close(fig)
 
     recs = [_ref(0.5 ** np.arange(8))] + [_net(p, d, w, 0.1 / w ** 0.5)
-                                          for p in pde.SOLVERS for d in (1, 2) for w in (16, 64)]
+                                          for p in SOLVERS for d in (1, 2) for w in (16, 64)]
     pde.figures(recs, pde.Config(), save)
     assert saved == ["error_vs_width", "width_for_target", "reference_energy_gap"]
 
@@ -396,7 +388,7 @@ def test_claim_error_falls_with_width():
     assert abs(c["values"]["5"]["slope"] + 0.5) < 1e-12
     grows = falls + [_net("random_features", 10, w, 1e-3 * w ** 0.2) for w in widths]
     c = _claims(grows)["error_vs_width/rf"]
-    assert c["verdict"] == "fails" and "d = 10" in c["why"]
+    assert c["verdict"] == "fails" and "d=10" in c["why"]
     # below the Newton solve's resolution, a rise is not a rise: every error counts as 1e-6
     floor = falls + [_net("random_features", 3, w, 1e-8 * w ** 0.1) for w in widths]
     c = _claims(floor)["error_vs_width/rf"]
@@ -463,23 +455,55 @@ def test_claim_width_grows_polynomially_in_d():
     flat = {1: 64, 2: 64, 3: 64}                               # the smallest width everywhere
     c = _claims(_reaching("random_features", flat, [64, 128]))["width_vs_d/rf"]
     assert c["verdict"] == "inconclusive" and "smallest width" in c["why"]
+    # the same w* above the smallest width at every d: no growth to tell apart, undecided
+    same = {1: 128, 2: 128, 3: 128}
+    c = _claims(_reaching("random_features", same, [64, 128, 256]))["width_vs_d/rf"]
+    assert c["verdict"] == "inconclusive" and "1 distinct value" in c["why"]
     c = _claims(_reaching("deep_ritz", poly, sorted(poly.values())))
     assert c["width_vs_d/ritz"]["verdict"] == "holds"
     assert c["width_vs_d/rf"]["verdict"] == "not_measured"
 
 
-# -- the CLI ----------------------------------------------------------------------------------
+# -- variants ----------------------------------------------------------------------------------
+def test_variants_name_the_keys_each_choice_reads():
+    """alpha only with logcosh, power only with relu_k, a solver's keys only when it runs."""
+    unread = lambda **kw: set(unread_keys(pde, pde.Config(**kw)))
+    assert "alpha" in unread(phi="quartic") and "alpha" in unread(phi="none")
+    assert "alpha" not in unread(phi="logcosh")
+    assert "power" in unread(activation="tanh") and "power" not in unread(activation="relu_k")
+    assert unread() == {"alpha", "power", "ritz_lbfgs_points"}           # the cpu scale
+    assert {"rf_widths", "rf_points", "rf_rcond"} <= unread(rf_dims=[])
+    none = unread(ritz_dims=[])
+    assert {"ritz_widths", "train", "ritz_lbfgs_steps", "ritz_lbfgs_points"} <= none
+    assert "ritz_lbfgs_points" not in unread(ritz_lbfgs_steps=5)
+    assert {"reference_grid", "pgd_steps", "pgd_eta"} <= unread(reference_d=0)
+    assert "power" in unread(rf_dims=[], ritz_dims=[], activation="relu_k")   # no network
+
+
+def test_an_unread_override_leaves_the_fingerprint(compose):
+    from quadrun.identity import config_fingerprint
+
+    plain, _ = compose("experiment=pde", "scale=smoke")
+    alpha, _ = compose("experiment=pde", "scale=smoke", "pde.alpha=5")
+    assert config_fingerprint(alpha) == config_fingerprint(plain)
+    read, _ = compose("experiment=pde", "scale=smoke", "pde.phi=logcosh", "pde.alpha=5")
+    other, _ = compose("experiment=pde", "scale=smoke", "pde.phi=logcosh")
+    assert config_fingerprint(read) != config_fingerprint(other)
+
+
+# -- the CLI (what the contract test does not cover) -----------------------------------------
 def test_smoke_cli_run(cli):
-    r = cli("experiment=pde", "scale=smoke", "threads=1")
+    r = cli("experiment=pde", "scale=smoke", "threads=1", "pde.alpha=5")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "pde.alpha" in r.stderr and "not read" in r.stderr
     (folder,) = run_folders(cli.cwd, "pde")
     s = summary(folder)
     assert s["status"] == "completed"
-    assert s["record_keys"] == ["part", "d", "grid", "width", "seed"]
+    assert s["record_keys"] == ["part", "d", "grid", "width", "replicate"]
     recs = s["records"]
     nets = [r for r in recs if r["part"] != "reference"]
-    keys = {"part", "d", "width", "seed", "rel_l2", "rel_h1", "energy_gap", "seconds"}
-    assert nets and all(keys <= set(row) for row in nets)
+    keys = {"part", "d", "width", "replicate", "rel_l2", "rel_h1", "energy_gap", "seconds"}
+    assert nets and all(keys <= set(row) and "seed" not in row for row in nets)
     assert {(r["part"], r["d"]) for r in nets} == \
         {("random_features", 1), ("random_features", 2), ("deep_ritz", 2)}
     assert all(r["rel_l2"] < 1e-3 for r in nets if r["part"] == "random_features" and r["d"] == 1)
@@ -498,9 +522,6 @@ def test_smoke_cli_run(cli):
     for plot in ("error_vs_width", "width_for_target", "reference_energy_gap"):
         [png] = (folder / "plots").glob(f"{plot}*.png")
         assert png.stat().st_size > 0
-    md = (folder / "report" / "table.md").read_text()
-    assert md.split("### ")[1].startswith("Claims: pde")
-    assert md.index("Claims: pde") < md.index("pde: reference") < md.index("pde: random_features")
     stages = json.loads((folder / "stages.json").read_text())["stages"]
     assert len(stages) == len(recs)                    # every cell is a resumable stage
 

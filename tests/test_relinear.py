@@ -576,7 +576,7 @@ def test_ablation_sweep_config(compose):
 def test_unused_gamma_is_reported_and_left_out_of_the_fingerprint(compose, cli):
     """`relinear.strategy=plain relinear.gamma=0.5`: one line saying gamma is unused; the
     fingerprint equals the run's without it. gamma still counts for relinear_sg."""
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
 
     def fingerprint(*overrides):
         return config_fingerprint(compose("experiment=relinear", *overrides)[0])

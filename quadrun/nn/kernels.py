@@ -44,11 +44,6 @@ def _relu_expectations(x: torch.Tensor, y: torch.Tensor) -> tuple:
     return both, step, dot
 
 
-def relu_nngp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """E_w[relu(w.x~) relu(w.y~)], w ~ N(0, I): half the arc-cosine kernel of degree 1."""
-    return _relu_expectations(x, y)[0]
-
-
 def relu_ntk(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The two-layer ReLU NTK (see the module docstring), an (n_x, n_y) matrix."""
     both, step, dot = _relu_expectations(x, y)
