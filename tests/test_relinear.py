@@ -17,6 +17,7 @@ import torch
 from quadrun.data.images import Augment, load_images, random_crop, random_flip
 from quadrun.experiments import relinear as rl
 from quadrun.experiments.relinear import config as rcfg
+from quadrun.experiments.relinear import evidence as rev
 from quadrun.experiments.relinear import lab
 from quadrun.nn.evaluation import batch_statistics
 
@@ -262,7 +263,7 @@ def test_collapse_claim_verdicts():
                     + _runs("relinear_rezero", flags=[True, False, False]))
     assert close["collapse.relinear_rezero"]["verdict"] == "inconclusive"
     assert close["collapse.relinear_rezero"]["values"]["p_fewer"] == pytest.approx(0.5)
-    assert "more seeds" in close["collapse.relinear_rezero"]["why"]
+    assert "seeds per strategy would decide" in close["collapse.relinear_rezero"]["why"]
     # 0/4 vs 4/4: p = 1 / C(8, 4) = 1/70
     edge = _claims(_runs("plain", flags=[True] * 4) + _runs("relinear_sg", flags=[False] * 4))
     assert edge["collapse.relinear_sg"]["verdict"] == "holds"
@@ -341,7 +342,7 @@ def test_higher_risk_of_collapse_than_conventional():
     even = _claims(_runs("conventional", flags=[True, False, False])
                    + _runs("plain", flags=[True, True, False]))
     assert even["collapse.plain"]["verdict"] == "inconclusive"
-    assert "more seeds" in even["collapse.plain"]["why"]
+    assert "16 seeds per strategy would decide" in even["collapse.plain"]["why"]
 
 
 def test_failed_training_rule():
@@ -829,9 +830,9 @@ def test_welch_p_against_scipy():
 
     a, b = [94.0, 95.5, 96.0, 93.0], [90.0, 91.0, 92.5]
     ref = ttest_ind(a, b, equal_var=False).pvalue           # two-sided; a is above
-    assert rc.welch_p(a, b) == pytest.approx(ref)
-    assert rc.welch_p(b, a) == 1.0                           # the other direction: capped
-    assert rc.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0 and rc.welch_p([1.0], [0.0, 2.0]) is None
+    assert rev.welch_p(a, b) == pytest.approx(ref)
+    assert rev.welch_p(b, a) == 1.0                           # the other direction: capped
+    assert rev.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0 and rev.welch_p([1.0], [0.0, 2.0]) is None
 
 
 # -- validation split, gamma, the parameter-matched control ----------------------------------------
@@ -894,3 +895,33 @@ def test_matched_width_is_within_five_percent():
         lab.matched_width(_cfg("conventional_matched", width=8, form="compact"), data)
     model = lab.build_model(_cfg("conventional_matched", width=8), data, 14)
     assert count_parameters(model) == count_parameters(resnet(20, width=14, in_channels=1))
+
+
+def test_open_claims_carry_the_command_that_would_decide_them():
+    conv = _runs("conventional", flags=[False] * 15, accs=list(np.linspace(86, 90, 15)))
+    sg = _runs("relinear_sg", flags=[False] * 15, accs=list(np.linspace(80, 96, 15)))
+    plain = _runs("plain", flags=[True] * 2 + [False] * 13, accs=[20.0] * 15)
+    out = _claims(conv + sg + plain)
+    acc = out["accuracy.relinear_sg"]
+    assert acc["verdict"] == "inconclusive"
+    needed = acc["values"]["runs_for_3_points"]
+    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(100,{100 + needed})'",
+                           "jobs": (needed - 15) * 3}             # 3 strategies in the study
+    col = out["collapse.plain"]                                  # 2/15 vs 0/15
+    assert col["verdict"] == "inconclusive" and "seeds per strategy would decide" in col["why"]
+    assert rev.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
+    p_fewer, p_more = rev.fisher_one_sided(round(2 / 15 * 34), 34, 0, 34)
+    assert p_more <= 0.05 and rev.fisher_one_sided(round(2 / 15 * 33), 33, 0, 33)[1] > 0.05
+    assert col["next"]["command"].endswith("'seed=range(100,134)'")
+    assert rev.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
+    gone = out["accuracy.relinear_rezero"]
+    assert gone["verdict"] == "not_measured"
+    assert gone["next"] == {"command": rc.ABLATION, "jobs": 8 * 15}
+
+
+def test_a_well_powered_null_says_so_and_asks_for_no_runs():
+    conv = _runs("conventional_rezero", accs=list(np.linspace(89, 93, 15)))
+    rez = _runs("relinear_rezero", accs=list(np.linspace(88.5, 92.5, 15)))
+    c = _claims(conv + rez)["accuracy.relinear_rezero"]
+    assert c["verdict"] == "inconclusive" and c["values"]["runs_for_3_points"] <= 15
+    assert "already detect" in c["why"] and c["next"] is None
