@@ -10,12 +10,14 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from quadrun.data.images import Augment, load_images, random_crop, random_flip
 from quadrun.experiments import relinear as rl
 from quadrun.experiments.relinear import config as rcfg
+from quadrun.experiments.relinear import evidence as rev
 from quadrun.experiments.relinear import lab
 from quadrun.nn.evaluation import batch_statistics
 
@@ -24,6 +26,7 @@ from quadrun.nn.quadratic import QuadraticConv2d, roles
 from quadrun.nn.resnet import count_parameters, load_conventional, qresnet, resnet
 from quadrun.training import make_optimizer, make_schedule
 from conftest import run_folders, summary
+from quadrun.errors import ConfigError
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -105,7 +108,10 @@ def test_strategy_groups(strategy):
     for g in groups:
         assert all(role[id(p)] == g["name"] for p in g["params"])
     quads = [m for m in model.modules() if isinstance(m, QuadraticConv2d)]
-    if strategy == "conventional":
+    alphas = [m.alpha for m in model.modules() if getattr(m, "alpha", None) is not None]
+    assert len(alphas) == (9 if strategy.endswith("_rezero") else 0)
+    assert all(role[id(a)] == "linear" for a in alphas)
+    if strategy.startswith("conventional"):
         assert set(by_name) == {"linear"} and not quads
         return
     assert set(by_name) == {"linear", "quad_g", "quad_b"} and len(quads) == 18
@@ -114,9 +120,6 @@ def test_strategy_groups(strategy):
     assert by_name["linear"]["lr"] == 0.1 and by_name["linear"]["weight_decay"] == 1e-4
     for r in ("quad_g", "quad_b"):
         assert by_name[r]["lr"] == gamma and by_name[r]["weight_decay"] == decay
-    alphas = [m.alpha for m in model.modules() if getattr(m, "alpha", None) is not None]
-    assert len(alphas) == (9 if strategy == "relinear_rezero" else 0)
-    assert all(role[id(a)] == "linear" for a in alphas)
     q = quads[0]
     if strategy == "plain":  # every part random
         assert q.weight_g.abs().sum() > 0 and q.weight_b.abs().sum() > 0
@@ -247,7 +250,7 @@ def test_collapse_claim_verdicts():
     fewer = _claims(plain + _runs("relinear_sg", flags=[False] * 5))     # 0/5: p = 6/252
     c = fewer["collapse.relinear_sg"]
     assert c["verdict"] == "holds" and c["values"]["p_fewer"] == pytest.approx(6 / 252)
-    assert c["measured"].startswith("collapsed (95 % interval): relinear_sg 0/5 [0, 0.52]; "
+    assert c["measured"].startswith("collapses (95 % interval): relinear_sg 0/5 [0, 0.52]; "
                                     "plain 4/5 [0.28, 0.99]; p(fewer) 0.0238")
     assert c["values"]["rate_high"] == pytest.approx(1 - 0.025 ** 0.2)
     # the same counts the other way round: the ReLinear strategy collapses more
@@ -260,7 +263,7 @@ def test_collapse_claim_verdicts():
                     + _runs("relinear_rezero", flags=[True, False, False]))
     assert close["collapse.relinear_rezero"]["verdict"] == "inconclusive"
     assert close["collapse.relinear_rezero"]["values"]["p_fewer"] == pytest.approx(0.5)
-    assert "more seeds" in close["collapse.relinear_rezero"]["why"]
+    assert "seeds per strategy would decide" in close["collapse.relinear_rezero"]["why"]
     # 0/4 vs 4/4: p = 1 / C(8, 4) = 1/70
     edge = _claims(_runs("plain", flags=[True] * 4) + _runs("relinear_sg", flags=[False] * 4))
     assert edge["collapse.relinear_sg"]["verdict"] == "holds"
@@ -295,8 +298,13 @@ def test_accuracy_claim_verdicts():
     assert (better["values"]["low"], better["values"]["high"]) == pytest.approx((4 - half, 4 + half))
     assert better["values"]["best_difference"] == pytest.approx(4.0)
     assert "test/acc" in better["target"] and "final eval-mode" in better["target"]
-    worse = _claims(conv + _runs("relinear_rezero", accs=[86.0, 87.0, 88.0]))["accuracy.relinear_rezero"]
+    worse = _claims(_runs("conventional_rezero", accs=[90.0, 91.0, 92.0])
+                    + _runs("relinear_rezero", accs=[86.0, 87.0, 88.0]))["accuracy.relinear_rezero"]
     assert worse["verdict"] == "fails" and worse["values"]["difference"] == pytest.approx(-4.0)
+    assert worse["values"]["control"] == "conventional_rezero"
+    # rezero is never compared with the conventional net without ReZero
+    assert _claims(conv + _runs("relinear_rezero", accs=[96.0, 97.0, 98.0]))[
+        "accuracy.relinear_rezero"]["verdict"] == "not_measured"
     noisy = _claims(conv + _runs("relinear_sg", accs=[88.0, 93.0, 96.0]))["accuracy.relinear_sg"]
     assert noisy["verdict"] == "inconclusive" and noisy["values"]["low"] < 0 < noisy["values"]["high"]
     one_each = _claims(_runs("conventional", accs=[90.0]) + _runs("relinear_sg", accs=[99.0]))
@@ -309,10 +317,152 @@ def test_accuracy_claim_verdicts():
 
 def test_one_run_measures_no_claim():
     out = rl.claims([_rec("relinear_sg", 0)], rl.Config())
-    assert [c["id"] for c in out] == ["collapse.relinear_sg", "collapse.relinear_sw",
-                                      "collapse.relinear_rezero", "accuracy.relinear_sg",
-                                      "accuracy.relinear_rezero"]
+    assert [c["id"] for c in out] == [
+        "collapse.plain", "collapse.relinear_sg", "collapse.relinear_sw",
+        "collapse.relinear_rezero", "failed.plain", "failed.relinear_sg", "failed.relinear_sw",
+        "failed.relinear_rezero", "accuracy.relinear_sg", "accuracy.relinear_sg_matched",
+        "accuracy.relinear_rezero", "accuracy.relinear_sw"]
     assert all(c["verdict"] == "not_measured" and rc.ABLATION in c["why"] for c in out)
+
+
+def test_higher_risk_of_collapse_than_conventional():
+    """collapse.plain and failed.plain: MORE events in plain than in the conventional net
+    (the abstract's "higher risk of collapse than the conventional counterpart")."""
+    conv = _runs("conventional", flags=[False] * 6, accs=[90.0] * 6)
+    risky = _claims(conv + _runs("plain", flags=[True] * 5 + [False], accs=[12.0] * 5 + [88.0]))
+    c = risky["collapse.plain"]
+    assert c["verdict"] == "holds" and c["values"]["p"] == pytest.approx(c["values"]["p_more"])
+    assert c["values"]["reference"] == "conventional" and c["source"].endswith("abstract")
+    # 5/6 vs 0/6: all 5 events in plain's 6 of 12 runs, C(5,5) C(7,1) / C(12,6)
+    assert c["values"]["p_more"] == pytest.approx(7 / 924)
+    assert risky["failed.plain"]["verdict"] == "holds"       # 5 of 6 below 45 %
+    safe = _claims(_runs("conventional", flags=[True] * 5 + [False])
+                   + _runs("plain", flags=[False] * 6))
+    assert safe["collapse.plain"]["verdict"] == "fails"
+    even = _claims(_runs("conventional", flags=[True, False, False])
+                   + _runs("plain", flags=[True, True, False]))
+    assert even["collapse.plain"]["verdict"] == "inconclusive"
+    assert "16 seeds per strategy would decide" in even["collapse.plain"]["why"]
+
+
+def test_failed_training_rule():
+    """failed: final eval-mode test/acc below half the conventional mean (here 45 %);
+    a non-finite accuracy counts as failed; unjudged collapse flags do not matter."""
+    conv = _runs("conventional", accs=[88.0, 90.0, 92.0])
+    plain = [_rec("plain", i, acc=a, collapsed=None) for i, a in
+             enumerate([20.0, 44.9, float("nan"), 45.0, 80.0])]
+    sg = _runs("relinear_sg", accs=[89.0] * 5)
+    out = _claims(conv + plain + sg)
+    f = out["failed.relinear_sg"]
+    assert f["values"]["threshold"] == pytest.approx(45.0)
+    assert (f["values"]["events"], f["values"]["reference_events"]) == (0, 3)  # 20, 44.9, nan
+    assert f["verdict"] == "inconclusive"   # 0/5 vs 3/5: p = 1/12
+    assert f["values"]["p_fewer"] == pytest.approx(1 / 12)
+    assert "below half the conventional" in f["setup"] and "failed trainings" in f["target"]
+    many = _claims(conv + _runs("plain", accs=[20.0] * 6) + _runs("relinear_sg", accs=[89.0] * 6))
+    assert many["failed.relinear_sg"]["verdict"] == "holds"
+    worse = _claims(conv + _runs("plain", accs=[89.0] * 6) + _runs("relinear_sw", accs=[20.0] * 6))
+    assert worse["failed.relinear_sw"]["verdict"] == "fails"
+    # no conventional runs: no threshold, not measured
+    assert _claims(plain + sg)["failed.relinear_sg"]["verdict"] == "not_measured"
+
+
+def test_accuracy_claims_name_their_controls():
+    conv = _runs("conventional", accs=[90.0, 91.0, 92.0])
+    matched = [_rec("conventional_matched", i, acc=a, params=790, width=14)
+               for i, a in enumerate([97.0, 98.0, 99.0])]
+    sg = _runs("relinear_sg", accs=[94.0, 95.0, 96.0])
+    sw = _runs("relinear_sw", accs=[30.0, 25.0, 20.0])
+    out = _claims(conv + matched + sg + sw)
+    assert out["accuracy.relinear_sg"]["verdict"] == "holds"
+    m = out["accuracy.relinear_sg_matched"]
+    assert m["verdict"] == "fails" and m["values"]["control"] == "conventional_matched"
+    assert m["extension"] is True and "as many parameters" in m["statement"]
+    assert "control conventional_matched (width 14, 790 parameters; relinear_sg: 806 " \
+        "parameters)" in m["setup"]
+    assert out["accuracy.relinear_sw"]["verdict"] == "fails"
+    assert "control conventional" in out["accuracy.relinear_sw"]["setup"]
+    noisy = _claims(conv + _runs("relinear_sg", accs=[85.0, 95.0, 99.0]))["accuracy.relinear_sg"]
+    assert noisy["verdict"] == "inconclusive"
+    # the minimum detectable difference and the seeds that would detect 3 points
+    v = out["accuracy.relinear_sg"]["values"]
+    from quadrun.stats import detectable_difference, runs_needed
+    assert v["detectable"] == pytest.approx(detectable_difference(1.0, 3, 1.0, 3))
+    assert v["runs_for_3_points"] == runs_needed(1.0, 1.0, 3.0)
+    assert "detectable difference at 80 % power" in out["accuracy.relinear_sg"]["measured"]
+    assert "seeds per arm would resolve 3 points" in noisy["why"]
+    # the p-value matches the interval: below 0.05 exactly when the interval is above 0
+    for c in (out["accuracy.relinear_sg"], noisy, m):
+        assert (c["values"]["p"] < 0.05) == (c["verdict"] == "holds")
+
+
+def test_holm_adjusts_across_the_claims():
+    conv = _runs("conventional", flags=[False] * 6, accs=[90.0, 91.0, 92.0, 90.0, 91.0, 92.0])
+    plain = _runs("plain", flags=[True] * 4 + [False] * 2, accs=[12.0] * 4 + [85.0, 86.0])
+    sg = _runs("relinear_sg", flags=[False] * 6, accs=[92.0, 93.0, 94.0, 92.0, 93.0, 94.0])
+    out = rl.claims(conv + plain + sg, rl.Config())
+    with_p = [c for c in out if c["values"].get("p") is not None]
+    from quadrun.stats import holm
+    assert [c["values"]["p_holm"] for c in with_p] == pytest.approx(
+        holm([c["values"]["p"] for c in with_p]))
+    assert all(c["values"]["holm_family"] == len(with_p) for c in with_p)
+    assert all(c["values"]["p_holm"] >= c["values"]["p"] for c in with_p)
+    assert all("Holm-adjusted over" in c["measured"] for c in with_p)
+    assert all("p_holm" not in c["values"] for c in out if c["verdict"] == "not_measured")
+
+
+def test_claims_name_gamma_and_the_data():
+    conv = _runs("conventional", accs=[90.0, 91.0])
+    out = {c["id"]: c for c in rl.claims(conv + _runs("relinear_sg", accs=[92.0, 93.0]),
+                                          rl.Config())}
+    setup = out["accuracy.relinear_sg"]["setup"]
+    assert "dataset digits" in setup and "200 training images" in setup and "width 8" in setup
+    assert "chosen on the validation split" in setup and "the paper's: 1e-5 sg" in setup
+    assert "gamma" not in out["accuracy.relinear_sw"]["setup"]
+    paper = rl.Config(dataset="cifar10", train_size=0, val_size=0, width=16, pad=4, flip=True,
+                      gamma_default="paper")
+    paper.train.epochs, paper.train.batch_size = 200, 128
+    out = {c["id"]: c for c in rl.claims(conv, paper)}
+    assert out["accuracy.relinear_sg"]["setup"] == "control conventional (270 parameters)"
+    assert out["collapse.relinear_sg"]["setup"] == ""            # the paper's recipe
+
+
+@pytest.mark.parametrize("truth", [0.0, 3.0])
+def test_accuracy_rule_error_rates(truth):
+    """Simulated studies with a known difference (normal accuracies, sd 2 points, the
+    ablation's 15 seeds an arm): with none, the claim holds in at most ~2.5 % of studies
+    (one side of a 95 % interval); with 3 points it holds in >= 80 % (the design's power)."""
+    rng = np.random.default_rng(7)
+    rule = rc.CLAIMS[8].rule                      # accuracy.relinear_sg: Above(0)
+    held, runs = 0, 1000
+    for _ in range(runs):
+        records = (_runs("conventional", accs=list(rng.normal(90, 2, 15)))
+                   + _runs("relinear_sg", accs=list(rng.normal(90 + truth, 2, 15))))
+        ev = rc.accuracy_evidence("relinear_sg", "conventional", rc.by_strategy(records))
+        held += rule.decide(ev)[0] == "holds"
+    rate = held / runs
+    if truth == 0:   # 2.5 % plus three Monte Carlo standard errors
+        assert rate <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / runs)
+    else:            # the design's power minus three standard errors
+        assert rate >= 0.8 - 3 * math.sqrt(0.8 * 0.2 / runs)
+
+
+@pytest.mark.parametrize("truth", [(0.4, 0.4), (0.4, 0.0)])
+def test_collapse_rule_error_rates(truth):
+    """Simulated collapse counts at 15 seeds an arm: equal rates (0.4, 0.4) make the claim
+    hold in at most 5 % of studies; plain at 0.4 vs ReLinear at 0 in most of them."""
+    rng = np.random.default_rng(11)
+    p_plain, p_mine = truth
+    held, runs = 0, 400
+    rule = rc.CLAIMS[1].rule                      # collapse.relinear_sg: fewer than plain
+    for _ in range(runs):
+        k0, k = rng.binomial(15, p_plain), rng.binomial(15, p_mine)
+        records = (_runs("plain", flags=[True] * k0 + [False] * (15 - k0))
+                   + _runs("relinear_sg", flags=[True] * k + [False] * (15 - k)))
+        ev = rc.event_evidence("collapse", "relinear_sg", "plain", rc.by_strategy(records), None)
+        held += rule.decide(ev)[0] == "holds"
+    rate = held / runs
+    assert rate <= 0.05 if p_mine == p_plain else rate >= 0.8
 
 
 def test_summarize_puts_the_headline_at_the_top():
@@ -397,7 +547,16 @@ def test_ablation_sweep_config(compose):
     paper, _ = compose("experiment=relinear", "scale=paper", "sweep=relinear_paper")
     params = _sweep_params("relinear_ablation")
     assert params["relinear.strategy"].split(",") == list(rcfg.STRATEGIES)
-    assert params["seed"] == "0,1,2,3,4"  # at least 5 seeds per strategy
+    # 15 fresh seeds per strategy: the pilot's (exploratory) and the tuning's left out
+    assert params["seed"] == "range(100,115)"
+    assert rcfg.ABLATION_SEEDS == tuple(range(100, 115)) and len(rcfg.ABLATION_SEEDS) >= 15
+    assert not set(rcfg.ABLATION_SEEDS) & (set(rcfg.PILOT_SEEDS) | set(rcfg.TUNING_SEEDS))
+    grid = _sweep_params("relinear_gamma_grid")
+    assert grid["relinear.strategy"].split(",") == list(rcfg.CPU_GAMMA)
+    assert [float(g) for g in grid["relinear.gamma"].split(",")] == list(rcfg.GAMMA_GRID)
+    assert tuple(int(x) for x in grid["seed"].split(",")) == rcfg.TUNING_SEEDS
+    assert cfg.relinear.val_size == 300 and cfg.relinear.gamma_default == "validation"
+    assert (paper.relinear.val_size, paper.relinear.gamma_default) == (0, "paper")
     # the cpu scale (the dataclass defaults): digits with headroom
     assert cfg.scale == "cpu" and cfg.relinear.dataset == "digits"
     assert (cfg.relinear.train_size, cfg.relinear.test_size, cfg.relinear.pad) == (200, 500, 1)
@@ -517,7 +676,7 @@ def test_smoke_run_records(tmp_path, compose):
     """What a smoke run records beyond the shared contract (tests/test_contract.py)."""
     from quadrun.runner import run
 
-    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu")
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1")
     folder = tmp_path / "run"
     run(cfg, folder)
     s = summary(folder)
@@ -527,8 +686,8 @@ def test_smoke_run_records(tmp_path, compose):
     assert s["status"] == "completed" and s["strategy"] == "relinear_sg"
     assert s["params"] == count_parameters(qresnet(20, width=8))
     assert 0 <= s["test/acc"] <= 100 and s["test/acc_best"] >= s["test/acc"]
-    assert s["norm/quad_b"] < 0.1 < s["norm/quad_g"]  # W_b barely moved at lr 1e-5; b_g = 1
-    assert s["norm/W_g"] < 0.1 and s["norm/W_b"] < 0.1  # both start at 0
+    assert s["quad_lr"] == rcfg.CPU_GAMMA["relinear_sg"]  # the cpu scale's gamma
+    assert s["norm/quad_g"] > 1  # b_g starts at 1
     assert s["epochs"] == 2 and s["steps"] == 2 * 16 and s["train/images_per_s"] > 0
     assert s["record_keys"] == ["strategy", "depth", "form"]
     (rec,) = s["records"]
@@ -542,6 +701,7 @@ def test_smoke_run_records(tmp_path, compose):
     assert s["collapsed"] is None and rec["collapsed"] is None and s["collapse_epoch"] is None
     assert s["collapse_reason"] == "not judged: 2 epochs trained, fewer than relinear.collapse_epochs=10"
     assert 1 <= s["best_epoch"] <= 2 and s["train_images"] == 512 and s["test_images"] == 256
+    assert s["val_images"] == 64 and 0 <= s["val/acc"] <= 100 and s["width"] == 8
     assert {c["verdict"] for c in s["claims"]} == {"not_measured"}  # one run decides nothing
     metrics = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc_batchstats" in m for m in metrics)
@@ -561,8 +721,8 @@ def test_model_init_comes_from_the_run_seed(tmp_path, monkeypatch, compose):
 
     monkeypatch.setattr(lab, "fit", fit_once)
     for i, seed in enumerate([3, 3, 4]):
-        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", f"seed={seed}",
-                         "relinear.strategy=plain")
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
+                         f"seed={seed}", "relinear.strategy=plain")
         with pytest.raises(Exception):
             run(cfg, tmp_path / str(i))
     assert all(torch.equal(first[0][k], first[1][k]) for k in first[0])
@@ -591,7 +751,7 @@ def test_forced_divergence_is_a_collapse(tmp_path, monkeypatch, compose):
         return data
 
     monkeypatch.setattr(lab, "load_images", poisoned)
-    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu",
+    cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
                      "relinear.strategy=relinear_init")
     out = run(cfg, tmp_path / "run")
     s = summary(tmp_path / "run")
@@ -610,8 +770,8 @@ def test_gamma_zero_freezes_the_quadratic_parts(tmp_path, compose):
     from quadrun.runner import run
 
     for form in ("compact", "full"):
-        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "relinear.gamma=0",
-                         f"relinear.form={form}", "relinear.train.epochs=1",
+        cfg, _ = compose("experiment=relinear", "scale=smoke", "device=cpu", "threads=1",
+                         "relinear.gamma=0", f"relinear.form={form}", "relinear.train.epochs=1",
                          "relinear.batchstat_eval=false")
         out = run(cfg, tmp_path / form)
         assert out["status"] == "completed" and out["quad_lr"] == 0.0
@@ -663,3 +823,105 @@ def test_missing_cifar_is_one_line_naming_the_fix(tmp_path):
         rl.check(cfg)
     cfg.relinear.dataset = "digits"            # other datasets need nothing
     rl.check(cfg)
+
+
+def test_welch_p_against_scipy():
+    from scipy.stats import ttest_ind
+
+    a, b = [94.0, 95.5, 96.0, 93.0], [90.0, 91.0, 92.5]
+    ref = ttest_ind(a, b, equal_var=False).pvalue           # two-sided; a is above
+    assert rev.welch_p(a, b) == pytest.approx(ref)
+    assert rev.welch_p(b, a) == 1.0                           # the other direction: capped
+    assert rev.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0 and rev.welch_p([1.0], [0.0, 2.0]) is None
+
+
+# -- validation split, gamma, the parameter-matched control ----------------------------------------
+def test_validation_split_is_stratified_disjoint_and_fixed():
+    from quadrun.data.holdout import carve_validation, stratified_indices
+
+    y = np.repeat(np.arange(10), [30, 25, 20, 20, 20, 20, 20, 20, 15, 10])
+    idx = stratified_indices(y, 50, seed=3)
+    counts = np.bincount(y[idx], minlength=10)
+    assert len(idx) == 50 == len(set(idx.tolist()))
+    assert np.all(np.abs(counts - np.bincount(y) * 50 / len(y)) < 1)   # each class its share
+    assert np.array_equal(idx, stratified_indices(y, 50, seed=3))      # fixed by the seed
+    assert not np.array_equal(idx, stratified_indices(y, 50, seed=4))
+    data = load_images("digits", "unused", torch.device("cpu"), train_size=500, test_size=500)
+    train, vx, vy = carve_validation(data, 300, seed=0)
+    assert (len(train.train_y), len(vy), len(train.test_y)) == (200, 300, 500)
+    flat = lambda x: {tuple(row) for row in x.flatten(1).tolist()}
+    assert not flat(train.train_x) & flat(vx)                       # disjoint images...
+    assert flat(train.train_x) | flat(vx) == flat(data.train_x)     # ...from the same pool
+    # normalised with the remaining training images' statistics only
+    assert abs(float(train.normalise(train.train_x).mean())) < 1e-4
+    assert float(train.normalise(vx).mean()) != pytest.approx(0.0, abs=1e-4)
+    unchanged, none_x, none_y = carve_validation(data, 0, seed=0)
+    assert unchanged is data and len(none_y) == 0
+
+
+def test_validation_objective_needs_a_validation_split(compose):
+    cfg, _ = compose("experiment=relinear", "sweep=relinear_gamma")
+    assert cfg.sweep.objective == "val/acc"          # tuning never reads test accuracy
+    rl.check(cfg)
+    cfg.relinear.val_size = 0
+    with pytest.raises(ConfigError, match=r"^relinear\.val_size: 0 leaves no validation"):
+        rl.check(cfg)
+
+
+def test_gamma_defaults_by_scale():
+    cpu = rl.Config(strategy="relinear_sg")
+    assert rcfg.quad_lr(cpu) == rcfg.CPU_GAMMA["relinear_sg"]
+    assert rcfg.quad_lr(rl.Config(strategy="relinear_sg", gamma_default="paper")) == 1e-5
+    assert rcfg.quad_lr(rl.Config(strategy="relinear_rezero", gamma_default="paper")) == 1e-3
+    assert rcfg.quad_lr(rl.Config(strategy="relinear_sg", gamma=0.02)) == 0.02
+    assert rcfg.quad_lr(rl.Config(strategy="plain")) is None
+
+
+def test_matched_width_is_within_five_percent():
+    data = SimpleNamespace(num_classes=10, shape=(1, 8, 8))
+    for width, form in ((8, "full"), (16, "full"), (16, "compact")):
+        c = _cfg("conventional_matched", width=width, form=form)
+        state = torch.random.get_rng_state()
+        w = lab.matched_width(c, data)
+        assert torch.equal(state, torch.random.get_rng_state())   # nothing drawn
+        q = count_parameters(qresnet(20, form=form, width=width, in_channels=1))
+        p = count_parameters(resnet(20, width=w, in_channels=1))
+        assert abs(p - q) <= 0.05 * q
+        for other in (w - 1, w + 1):                               # the closest width
+            assert abs(count_parameters(resnet(20, width=other, in_channels=1)) - q) >= abs(p - q)
+    assert lab.matched_width(_cfg("conventional_matched", width=8), data) == 14
+    # where no integer width comes within 5 % the run stops and says so
+    with pytest.raises(ConfigError, match=r"^relinear\.width: no conventional ResNet20 width"):
+        lab.matched_width(_cfg("conventional_matched", width=8, form="compact"), data)
+    model = lab.build_model(_cfg("conventional_matched", width=8), data, 14)
+    assert count_parameters(model) == count_parameters(resnet(20, width=14, in_channels=1))
+
+
+def test_open_claims_carry_the_command_that_would_decide_them():
+    conv = _runs("conventional", flags=[False] * 15, accs=list(np.linspace(86, 90, 15)))
+    sg = _runs("relinear_sg", flags=[False] * 15, accs=list(np.linspace(80, 96, 15)))
+    plain = _runs("plain", flags=[True] * 2 + [False] * 13, accs=[20.0] * 15)
+    out = _claims(conv + sg + plain)
+    acc = out["accuracy.relinear_sg"]
+    assert acc["verdict"] == "inconclusive"
+    needed = acc["values"]["runs_for_3_points"]
+    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(100,{100 + needed})'",
+                           "jobs": (needed - 15) * 3}             # 3 strategies in the study
+    col = out["collapse.plain"]                                  # 2/15 vs 0/15
+    assert col["verdict"] == "inconclusive" and "seeds per strategy would decide" in col["why"]
+    assert rev.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
+    p_fewer, p_more = rev.fisher_one_sided(round(2 / 15 * 34), 34, 0, 34)
+    assert p_more <= 0.05 and rev.fisher_one_sided(round(2 / 15 * 33), 33, 0, 33)[1] > 0.05
+    assert col["next"]["command"].endswith("'seed=range(100,134)'")
+    assert rev.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
+    gone = out["accuracy.relinear_rezero"]
+    assert gone["verdict"] == "not_measured"
+    assert gone["next"] == {"command": rc.ABLATION, "jobs": 8 * 15}
+
+
+def test_a_well_powered_null_says_so_and_asks_for_no_runs():
+    conv = _runs("conventional_rezero", accs=list(np.linspace(89, 93, 15)))
+    rez = _runs("relinear_rezero", accs=list(np.linspace(88.5, 92.5, 15)))
+    c = _claims(conv + rez)["accuracy.relinear_rezero"]
+    assert c["verdict"] == "inconclusive" and c["values"]["runs_for_3_points"] <= 15
+    assert "already detect" in c["why"] and c["next"] is None

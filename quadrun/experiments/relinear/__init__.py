@@ -42,8 +42,9 @@ training split (so the conventional ResNet20 stays below the ceiling and the str
 have room to differ), a narrow first stage, 30 epochs; `scale=paper` is the reference
 recipe on CIFAR-10 (configs/sizes/relinear/).
 
-Files: config.py (the section, VARIANTS, check), claims.py (the claims and their evidence),
-lab.py (cells and measure: models, strategies, training, collapse), figures.py.
+Files: config.py (the section, VARIANTS, check, seeds and gammas), claims.py (the claims,
+declared), evidence.py (their evidence from records), lab.py (cells and measure: models,
+strategies, training, collapse), figures.py.
 """
 from __future__ import annotations
 

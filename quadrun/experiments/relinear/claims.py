@@ -2,50 +2,91 @@
 them from the records of one study (one depth, form and data; strategies and seeds pooled).
 Torch-free.
 
-- collapse.<strategy>: a ReLinear strategy collapses less often than plain training
-  (one-sided Fisher exact test on the judged runs; Clopper-Pearson intervals beside it).
-- accuracy.<strategy>: the final eval-mode test accuracy of a shrink-gradient strategy
-  minus the conventional net's, a Welch t interval over seeds, above 0 (the best epoch's,
-  which the authors log, beside it).
+Two events per run, both fixed before the confirmatory ablation was run:
+- collapsed (the record's flag, lab.collapse): the training loss went non-finite, or an
+  eval-mode test accuracy from epoch collapse_epochs on was within collapse_margin points
+  of chance;
+- failed (secondary, decided here on the pooled records): the final eval-mode test
+  accuracy is below half the conventional ResNet's mean final accuracy (non-finite: failed).
+
+Claims (each a 95 % statement; `values` carries its p-value `p` and `p_holm`, Holm's
+step-down adjustment over every claim of the study that has one):
+- collapse.plain, failed.plain: plain training has MORE events than the conventional net
+  (the abstract's "higher risk of collapse than the conventional counterpart");
+- collapse.<s>, failed.<s> for the ReLinear strategies: FEWER events than plain training
+  (one-sided Fisher exact tests; Clopper-Pearson intervals beside them);
+- accuracy.<s>: final eval-mode test accuracy minus its control's, a Welch t interval over
+  seeds above 0, with the minimum difference the seeds could detect (80 % power):
+  relinear_sg and relinear_sw against conventional, relinear_rezero against
+  conventional_rezero (both with ReZero scalars), and relinear_sg against
+  conventional_matched (the conventional net with as many parameters; quadrun's own).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from quadrun.claims import Above, Claim, Evidence, FewerEvents, decide, fmt, fmt_interval, missing
-from quadrun.experiments.relinear.config import STRATEGIES
-from quadrun.stats import clopper_pearson, finite, fisher_one_sided, mean, welch_interval
+from quadrun.claims import Above, Claim, FewerEvents, decide
+from quadrun.experiments.relinear.config import gamma_note
+from quadrun.experiments.relinear.evidence import (ABLATION, EVENTS, LEVEL, RESOLVE,
+                                                   accuracy_evidence, adjust, by_strategy,
+                                                   collapse_counts, event_evidence,
+                                                   failure_threshold)
 
-ABLATION = "quadrun -m experiment=relinear sweep=relinear_ablation"
+__all__ = ["CLAIMS", "claims", "summarize", "ABLATION", "RESOLVE", "by_strategy",
+           "collapse_counts", "accuracy_evidence", "event_evidence"]
+
 SOURCE = "Fan et al., TNNLS 2023 (arXiv 2110.06081): ReLinear, CIFAR-10 experiments"
-LEVEL = 0.05            # the claims' significance level (95 % intervals)
+ABSTRACT = "Fan et al., TNNLS 2023 (arXiv 2110.06081), abstract"
 DESCRIBED = {"relinear_sg": "shrunk gradients", "relinear_sw": "shrunk weights",
              "relinear_rezero": "shrunk gradients and ReZero"}
-# The ReLinear strategies (init + regularised quadratic terms) whose collapse rate is
-# compared with plain training's, and those whose accuracy is compared with the
-# conventional net's (the reference recipe's two shrink-gradient variants).
-COLLAPSE_STRATEGIES = ("relinear_sg", "relinear_sw", "relinear_rezero")
-ACCURACY_STRATEGIES = ("relinear_sg", "relinear_rezero")
+FAILED_RULE = ("failed: final eval-mode test accuracy below half the conventional ResNet's "
+               "mean (ours)")
+RELINEAR = ("relinear_sg", "relinear_sw", "relinear_rezero")
+# accuracy claim id -> (strategy, its control)
+ACCURACY_PAIRS = {"accuracy.relinear_sg": ("relinear_sg", "conventional"),
+                  "accuracy.relinear_sg_matched": ("relinear_sg", "conventional_matched"),
+                  "accuracy.relinear_rezero": ("relinear_rezero", "conventional_rezero"),
+                  "accuracy.relinear_sw": ("relinear_sw", "conventional")}
 
-COLLAPSE = {s: Claim(
-    f"collapse.{s}",
-    statement=(f"Quadratic ResNets trained with ReLinear ({DESCRIBED[s]}) collapse less often "
-               "than with plain training."),
-    source=SOURCE,
-    target=f"one-sided Fisher exact test of fewer collapses in {s} than in plain: p <= {LEVEL}",
-    rule=FewerEvents(LEVEL, what="collapses", reference="plain training"))
-    for s in COLLAPSE_STRATEGIES}
-ACCURACY = {s: Claim(
-    f"accuracy.{s}",
-    statement=(f"A quadratic ResNet trained with ReLinear ({DESCRIBED[s]}) is more accurate "
-               "than the conventional ResNet of the same structure."),
-    source=SOURCE,
-    target=(f"95 % Welch t interval over seeds of the final eval-mode test accuracy "
-            f"(test/acc, the ranking metric), {s} minus conventional, above 0; the best "
-            "epoch's (test/acc_best, which the authors log) is reported beside it"),
-    rule=Above(0.0, "points"))
-    for s in ACCURACY_STRATEGIES}
-CLAIMS = [*COLLAPSE.values(), *ACCURACY.values()]
+HIGHER_RISK = ("Although a quadratic network can be trained via generic backpropagation, it "
+               "can be subject to a higher risk of collapse than the conventional counterpart.")
+
+
+def _event_claim(event: str, strategy: str) -> Claim:
+    what = EVENTS[event]
+    if strategy == "plain":
+        return Claim(f"{event}.plain", statement=HIGHER_RISK, source=ABSTRACT,
+                     target=f"one-sided Fisher exact test of more {what} in plain than in "
+                            f"conventional: p <= {LEVEL}",
+                     rule=FewerEvents(LEVEL, more=True, what=what,
+                                      reference="the conventional ResNet"))
+    return Claim(f"{event}.{strategy}",
+                 statement=(f"Quadratic ResNets trained with ReLinear ({DESCRIBED[strategy]}) "
+                            "collapse less often than with plain training."),
+                 source=SOURCE,
+                 target=(f"one-sided Fisher exact test of fewer {what} in {strategy} than in "
+                         f"plain: p <= {LEVEL}"),
+                 rule=FewerEvents(LEVEL, what=what, reference="plain training"))
+
+
+def _accuracy_claim(cid: str, strategy: str, control: str) -> Claim:
+    matched = control == "conventional_matched"
+    than = ("a conventional ResNet with as many parameters (quadrun's control: the paper "
+            "compares the same structure)" if matched else
+            "the conventional ResNet of the same structure" +
+            (" (both with ReZero scalars)" if control == "conventional_rezero" else ""))
+    return Claim(cid,
+                 statement=(f"A quadratic ResNet trained with ReLinear ({DESCRIBED[strategy]}) "
+                            f"is more accurate than {than}."),
+                 source=SOURCE,
+                 target=(f"95 % Welch t interval over seeds of the final eval-mode test "
+                         f"accuracy (test/acc), {strategy} minus {control}, above 0; the "
+                         f"minimum difference detectable at 80 % power is stated"),
+                 rule=Above(0.0, "points"), extension=matched)
+
+
+CLAIMS = ([_event_claim(e, s) for e in EVENTS for s in ("plain", *RELINEAR)]
+          + [_accuracy_claim(cid, *pair) for cid, pair in ACCURACY_PAIRS.items()])
 
 
 def setup(c) -> str:
@@ -56,6 +97,8 @@ def setup(c) -> str:
         ours.append(f"dataset {c.dataset}")
     if c.train_size:
         ours.append(f"{c.train_size} training images")
+    if c.val_size:
+        ours.append(f"{c.val_size} validation images held out")
     if c.width != 16:
         ours.append(f"width {c.width}")
     tc = c.train
@@ -67,88 +110,47 @@ def setup(c) -> str:
 
 
 def claims(records, c) -> list:
-    """Collapse rate of each ReLinear strategy vs plain training's; final accuracy of
-    relinear_sg / relinear_rezero minus the conventional net's."""
+    """Every claim decided on the study's records; p-values Holm-adjusted across them."""
     by = by_strategy(records)
-    evidence = {**{f"collapse.{s}": collapse_evidence(s, by) for s in COLLAPSE_STRATEGIES},
-                **{f"accuracy.{s}": accuracy_evidence(s, by) for s in ACCURACY_STRATEGIES}}
-    note = setup(c)
-    return decide([replace(claim, setup=note) for claim in CLAIMS], evidence)
+    threshold = failure_threshold(by)
+    evidence = {}
+    for claim in CLAIMS:
+        kind, _, name = claim.id.partition(".")
+        if kind in EVENTS:
+            reference = "conventional" if name == "plain" else "plain"
+            evidence[claim.id] = event_evidence(kind, name, reference, by, threshold)
+        else:
+            evidence[claim.id] = accuracy_evidence(*ACCURACY_PAIRS[claim.id], by)
+    adjust(evidence)
+    return decide([replace(claim, setup=claim_setup(claim, c, by)) for claim in CLAIMS],
+                  evidence)
+
+
+def claim_setup(claim: Claim, c, by: dict) -> str:
+    kind, _, name = claim.id.partition(".")
+    parts = [setup(c)]
+    if kind == "failed":
+        parts.append(FAILED_RULE)
+    if kind == "accuracy":
+        strategy, control = ACCURACY_PAIRS[claim.id]
+        widths, params = _seen(by, control, "width"), _seen(by, control, "params")
+        desc = ", ".join(d for d in (widths and f"width {widths}",
+                                     params and f"{params} parameters") if d)
+        if desc and _seen(by, strategy, "params"):
+            desc += f"; {strategy}: {_seen(by, strategy, 'params')} parameters"
+        parts.append(f"control {control}" + (f" ({desc})" if desc else ""))
+        name = strategy
+    if name in ("relinear_sg", "relinear_rezero"):
+        parts.append(gamma_note(c))
+    return "; ".join(p for p in parts if p)
+
+
+def _seen(by: dict, strategy: str, key: str) -> str:
+    """The values of `key` among a strategy's records, as text ('' when none)."""
+    return ", ".join(map(str, sorted({r.get(key) for r in by.get(strategy, []) if r.get(key)})))
 
 
 def summarize(records, c) -> dict:
     """The run's status (its training's) and headline numbers at the top of summary.json."""
     r = records[0]
     return {k: v for k, v in r.items() if k != "history"}
-
-
-# -- evidence ------------------------------------------------------------------------------------
-def by_strategy(records) -> dict:
-    """strategy -> its records, in STRATEGIES order (unknown strategies last)."""
-    out: dict = {}
-    for r in records:
-        out.setdefault(r.get("strategy"), []).append(r)
-    order = {s: i for i, s in enumerate(STRATEGIES)}
-    return {s: out[s] for s in sorted(out, key=lambda s: (order.get(s, len(order)), str(s)))}
-
-
-def collapse_counts(records) -> tuple:
-    """(collapsed, judged) over the records whose `collapsed` is true or false."""
-    flags = [r.get("collapsed") for r in records if isinstance(r.get("collapsed"), bool)]
-    return sum(flags), len(flags)
-
-
-def _rate(name: str, k: int, n: int, unjudged: int) -> str:
-    lo, hi = clopper_pearson(k, n)
-    extra = f", {unjudged} not judged" if unjudged else ""
-    return f"{name} {k}/{n} [{fmt(lo, 2)}, {fmt(hi, 2)}]{extra}"
-
-
-def collapse_evidence(strategy: str, by: dict) -> Evidence:
-    mine, plain = by.get(strategy, []), by.get("plain", [])
-    k, n = collapse_counts(mine)
-    k0, n0 = collapse_counts(plain)
-    u = sum(r.get("collapsed") is None for r in mine)
-    u0 = sum(r.get("collapsed") is None for r in plain)
-    rates = f"collapsed (95 % interval): {_rate(strategy, k, n, u)}; {_rate('plain', k0, n0, u0)}"
-    if not n or not n0:
-        gone = " and ".join(f"{s} ({'no runs' if not runs else 'none judged'})"
-                            for s, m, runs in ((strategy, n, mine), ("plain", n0, plain)) if not m)
-        short = any(r.get("collapsed") is None for r in mine + plain)
-        hint = ("runs shorter than relinear.collapse_epochs are not judged; train longer "
-                f"and run the ablation: {ABLATION}" if short else f"run the ablation: {ABLATION}")
-        return missing(f"no judged runs of {gone}; {hint}", rates)
-    p_fewer, p_more = fisher_one_sided(k, n, k0, n0)
-    lo, hi = clopper_pearson(k, n)
-    lo0, hi0 = clopper_pearson(k0, n0)
-    values = {"collapsed": k, "runs": n, "not_judged": u, "rate_low": lo, "rate_high": hi,
-              "plain_collapsed": k0, "plain_runs": n0, "plain_not_judged": u0,
-              "plain_rate_low": lo0, "plain_rate_high": hi0,
-              "p_fewer": p_fewer, "p_more": p_more}
-    return Evidence(measured=f"{rates}; p(fewer) {fmt(p_fewer)}, p(more) {fmt(p_more)}",
-                    values=values, counts=(k, n, k0, n0),
-                    next=f"more seeds per strategy would decide: {ABLATION}")
-
-
-def accuracy_evidence(strategy: str, by: dict) -> Evidence:
-    acc = finite(r.get("test/acc") for r in by.get(strategy, []))
-    ref = finite(r.get("test/acc") for r in by.get("conventional", []))
-    if not acc or not ref:
-        gone = " and ".join(s for s, v in ((strategy, acc), ("conventional", ref)) if not v)
-        return missing(f"no runs of {gone} here; run the ablation: {ABLATION}",
-                       f"{len(acc)} {strategy} and {len(ref)} conventional runs with an accuracy")
-    diff = welch_interval(acc, ref, level=1 - LEVEL)
-    best_acc = finite(r.get("test/acc_best") for r in by.get(strategy, []))
-    best_ref = finite(r.get("test/acc_best") for r in by.get("conventional", []))
-    best = welch_interval(best_acc, best_ref, level=1 - LEVEL)
-    m, m0, bm, bm0 = mean(acc), mean(ref), mean(best_acc), mean(best_ref)
-    values = {"mean": m, "n": len(acc), "conventional_mean": m0, "conventional_n": len(ref),
-              "difference": diff.estimate, "low": diff.low, "high": diff.high,
-              "best_mean": bm, "best_conventional_mean": bm0,
-              "best_difference": best.estimate, "best_low": best.low, "best_high": best.high}
-    measured = (f"final test/acc {strategy} {fmt(m)} (n={len(acc)}) vs conventional {fmt(m0)} "
-                f"(n={len(ref)}): difference {fmt_interval(diff)} points; best epoch "
-                f"{fmt(bm)} vs {fmt(bm0)}: {fmt_interval(best)}")
-    nxt = (f"run several seeds of both: {ABLATION}" if not diff.has_interval else
-           "the difference is within the seed-to-seed noise; more seeds would narrow it")
-    return Evidence(measured=measured, values=values, interval=diff, next=nxt)

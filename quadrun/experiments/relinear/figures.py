@@ -6,7 +6,7 @@ import math
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from quadrun.experiments.relinear.claims import by_strategy, collapse_counts
+from quadrun.experiments.relinear.evidence import by_strategy, collapse_counts
 from quadrun.experiments.relinear.config import RANKED_BY
 from quadrun.stats import clopper_pearson, finite, is_number, mean, t_interval
 

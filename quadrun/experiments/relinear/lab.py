@@ -8,9 +8,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from quadrun.data import holdout
 from quadrun.data.images import Augment, load_images
 from quadrun.devices import seeded
-from quadrun.experiments.relinear.config import HISTORY_KEYS, QUAD_ROLES, quad_lr
+from quadrun.errors import ConfigError
+from quadrun.experiments.relinear.config import (HISTORY_KEYS, MATCH_TOLERANCE, QUAD_ROLES,
+                                                 quad_lr)
 from quadrun.nn.evaluation import accuracy, batch_statistics
 from quadrun.nn.quadratic import QuadraticConv2d, param_groups, role_norms
 from quadrun.nn.resnet import count_parameters, qresnet, resnet
@@ -27,19 +30,23 @@ def cells(c) -> list:
 def measure(c, cell, ctx) -> dict:
     """Train one (Q)ResNet with the strategy; its accuracies, collapse, norms and curves."""
     tc, device = c.train, ctx.device
-    data = load_images(c.dataset, ctx.data_dir, device, train_size=c.train_size,
+    pool = c.train_size + c.val_size if c.train_size else 0   # 0: the whole training split
+    data = load_images(c.dataset, ctx.data_dir, device, train_size=pool,
                        test_size=c.test_size, download=c.download,
                        split_seed=c.split_seed, image_size=c.image_size,
                        channels_last=c.channels_last)
+    data, val_x, val_y = holdout.carve_validation(data, c.val_size, c.split_seed)
+    width = matched_width(c, data) if c.strategy == "conventional_matched" else c.width
     with seeded(derive_seed(ctx.runtime.seed, "relinear", "model")):
-        model = build_model(c, data)
+        model = build_model(c, data, width)
     model = model.to(device)
     if c.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = count_parameters(model)
-    log.info("relinear: %s %s%d (%s), %d parameters, %s %d train / %d test images",
-             c.strategy, "ResNet" if c.strategy == "conventional" else "QResNet",
-             c.depth, c.form, params, c.dataset, len(data.train_y), len(data.test_y))
+    log.info("relinear: %s %s%d (%s, width %d), %d parameters, %s %d train / %d validation "
+             "/ %d test images", c.strategy,
+             "ResNet" if c.strategy.startswith("conventional") else "QResNet", c.depth, c.form,
+             width, params, c.dataset, len(data.train_y), len(val_y), len(data.test_y))
 
     batches = TensorBatches([data.train_x, data.train_y], tc.batch_size,
                             transform=Augment(data, c.pad, c.flip))
@@ -63,10 +70,12 @@ def measure(c, cell, ctx) -> dict:
               evaluate=evaluate, monitor=("test/acc", "max"), penalty=penalty)
 
     final = dict(res.metrics)
-    if res.status == "diverged":  # score what the diverged weights do, for the table
-        model.eval()
-        with torch.inference_mode():
+    model.eval()
+    with torch.inference_mode():
+        if res.status == "diverged":  # score what the diverged weights do, for the table
             final = evaluate(model)
+        val_acc = (accuracy(model, holdout.batches(data, val_x, val_y, c.eval_batch), len(val_y))
+                   if len(val_y) else None)
     chance = 100.0 / data.num_classes
     reached = math.ceil(res.step / len(batches))  # the last epoch begun
     collapsed, reason, at = collapse(res.history, res.status, reached, chance,
@@ -74,7 +83,8 @@ def measure(c, cell, ctx) -> dict:
     norms = role_norms(model)
     record = {
         "status": res.status, "seed": ctx.runtime.seed, "dataset": c.dataset,
-        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "train_images": len(data.train_y), "val_images": len(val_y),
+        "test_images": len(data.test_y), "width": width, "val/acc": val_acc,
         "test/acc": final.get("test/acc"), "test/acc_best": res.best.get("test/acc"),
         "best_epoch": res.best.get("epoch"),
         "test/acc_batchstats": final.get("test/acc_batchstats"),
@@ -96,15 +106,34 @@ def measure(c, cell, ctx) -> dict:
 
 
 # -- the strategies: model, optimiser groups, penalty ------------------------------------------
-def build_model(c, data):
-    """The conventional ResNet, or the QResNet with the strategy's init (plain: every part
+def build_model(c, data, width=None):
+    """The conventional ResNet (with ReZero scalars: conventional_rezero; at `width`:
+    conventional_matched), or the QResNet with the strategy's init (plain: every part
     random; the others: ReLinear, each quadratic neuron starts as a conventional one)."""
-    kw = dict(num_classes=data.num_classes, in_channels=data.shape[0], width=c.width)
-    if c.strategy == "conventional":
-        return resnet(c.depth, **kw)
+    kw = dict(num_classes=data.num_classes, in_channels=data.shape[0],
+              width=c.width if width is None else width)
+    rezero = c.strategy.endswith("_rezero")
+    if c.strategy.startswith("conventional"):
+        return resnet(c.depth, rezero=rezero, **kw)
     init = "random" if c.strategy == "plain" else "relinear"
-    return qresnet(c.depth, form=c.form, init=init,
-                   rezero=c.strategy == "relinear_rezero", **kw)
+    return qresnet(c.depth, form=c.form, init=init, rezero=rezero, **kw)
+
+
+def matched_width(c, data) -> int:
+    """The first-stage width at which the conventional ResNet's parameter count is closest
+    to the QResNet's (same depth, form, width; no ReZero); it must be within
+    MATCH_TOLERANCE. Models are built under a forked RNG: nothing is drawn from the run's."""
+    kw = dict(num_classes=data.num_classes, in_channels=data.shape[0])
+    with torch.random.fork_rng(devices=[]):
+        target = count_parameters(qresnet(c.depth, form=c.form, width=c.width, **kw))
+        counts = {w: count_parameters(resnet(c.depth, width=w, **kw))
+                  for w in range(c.width, 4 * c.width + 1)}
+    best = min(counts, key=lambda w: (abs(counts[w] - target), w))
+    if abs(counts[best] - target) > MATCH_TOLERANCE * target:
+        raise ConfigError(f"relinear.width: no conventional ResNet{c.depth} width gives "
+                          f"{target} parameters within {MATCH_TOLERANCE:.0%} (closest: width "
+                          f"{best}, {counts[best]})")
+    return best
 
 
 def strategy_groups(model, c, tc) -> list:
