@@ -115,10 +115,11 @@ def exact(value: float, measured: str = "", **values) -> Evidence:
     return Evidence(measured=measured, values=values, interval=Interval(value, value, value))
 
 
-def seeds_command(needed: int, have: int, arms: int = 1, what: str = "seed") -> tuple:
-    """(command, jobs) that extends a sweep to `needed` seeds per arm: its new jobs only
-    (a sweep launched again skips the jobs it has)."""
-    return (f"quadrun resume={{folder}} '{what}=range(0,{needed})'",
+def seeds_command(needed: int, have: int, arms: int = 1, what: str = "seed",
+                  start: int = 0) -> tuple:
+    """(command, jobs) that extends a sweep to `needed` seeds per arm, counted on from
+    `start`: its new jobs only (a sweep launched again skips the jobs it has)."""
+    return (f"quadrun resume={{folder}} '{what}=range({start},{start + needed})'",
             max(0, needed - have) * max(1, arms))
 
 
@@ -248,11 +249,12 @@ class FewerEvents(Rule):
             return NOT_MEASURED, "no runs on a side"
         p_less, p_more = fisher_one_sided(k, n, k0, n0)
         good, bad = (p_more, p_less) if self.more else (p_less, p_more)
+        edge = self.level * (1 + 1e-9)      # 1/20 computed as 0.05000000000000001
         word = "more" if self.more else "fewer"
         other = "fewer" if self.more else "more"
-        if good <= self.level:
+        if good <= edge:
             return HOLDS, f"significantly {word} {self.what} than {self.reference} (p = {fmt(good)})"
-        if bad <= self.level:
+        if bad <= edge:
             return FAILS, f"significantly {other} {self.what} than {self.reference} (p = {fmt(bad)})"
         if not self.more and k0 == 0:
             return INCONCLUSIVE, f"{self.reference} had no {self.what}, so there were none to prevent"

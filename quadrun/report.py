@@ -547,8 +547,9 @@ def _status_line(runs: list) -> str:
 
 
 def claims_line(exp: str, claims: list, level: float = 0.05) -> str:
-    """`relinear: 9 claims: 3 hold, 1 fails, 4 inconclusive, 1 not measured; Holm over the 6
-    with a p-value: 2 below 0.05` (each claim itself stays a 95 % statement)."""
+    """`relinear: 9 claims: 3 hold, 1 fails, 4 inconclusive, 1 not measured; after Holm's
+    correction over the 6 with a p-value, 2 of the 3 that hold still hold at 0.05` (each
+    claim itself stays a 95 % statement; `p` is its p-value in the claimed direction)."""
     from quadrun.stats import holm
 
     counts = defaultdict(int)
@@ -560,13 +561,14 @@ def claims_line(exp: str, claims: list, level: float = 0.05) -> str:
              for v in vocab.VERDICTS if counts[v]]
     smoke = " (scale=smoke: not evidence)" if claims and all(is_smoke(c) for c in claims) else ""
     text = f"{exp}: {len(claims)} claim{'s' if len(claims) != 1 else ''}{smoke}: " + ", ".join(parts)
-    ps = [c.get("values", {}).get("p") for c in claims]
-    ps = [p for p in ps if isinstance(p, (int, float)) and not isinstance(p, bool)]
-    if ps:
-        adjusted = holm(ps)
-        below = sum(p <= level for p in adjusted)
-        text += (f"; Holm's correction over the {len(ps)} with a p-value: {below} below "
-                 f"{level:g}")
+    tested = [c for c in claims if isinstance(c.get("values", {}).get("p"), (int, float))
+              and not isinstance(c["values"]["p"], bool)]
+    if tested:
+        adjusted = holm([c["values"]["p"] for c in tested])
+        held = [a for c, a in zip(tested, adjusted) if c["verdict"] == "holds"]
+        still = sum(a <= level * (1 + 1e-9) for a in held)
+        text += (f"; after Holm's correction over the {len(tested)} with a p-value, {still} of "
+                 f"the {len(held)} that hold still hold at {level:g}")
     return text
 
 

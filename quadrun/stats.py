@@ -17,7 +17,8 @@ Every interval is a two-sided 95 % interval unless `level` says otherwise, retur
   interval. A NaN draw (the statistic is undefined for that resample) is dropped and
   counted in `Interval.dropped`. With few units per group (3 seeds, say) the percentile
   bootstrap under-covers (simulate the rule that uses it; pde's slope rule does).
-- `clopper_pearson` (a binomial rate), `fisher_one_sided` (two rates).
+- `welch_p`: the one-sided p-value that matches a two-sided Welch interval.
+- `clopper_pearson` (a binomial rate), `fisher_one_sided` (two rates), `fisher_runs_needed`.
 - `least_squares` (slope, intercept), `line_fit`: the same with the slope's t interval
   and R^2.
 - `holm`: Holm's step-down adjusted p-values.
@@ -216,6 +217,23 @@ def bootstrap_groups(groups: Dict[Hashable, list], statistic: Statistic, n: int 
     return out if several else out[None]
 
 
+def welch_p(a: Sequence, b: Sequence) -> Optional[float]:
+    """The p-value in the direction mean(a) > mean(b) that matches a two-sided Welch
+    interval: 2 P(T >= t), capped at 1 (the 95 % interval lies above 0 exactly when it is
+    below 0.05). None below 2 values a side."""
+    from scipy.stats import t as student
+
+    x, y = np.asarray(finite(a)), np.asarray(finite(b))
+    if len(x) < 2 or len(y) < 2:
+        return None
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    diff = float(x.mean() - y.mean())
+    if vx + vy == 0:
+        return 0.0 if diff > 0 else 1.0
+    dof = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    return min(1.0, 2 * float(student.sf(diff / math.sqrt(vx + vy), dof)))
+
+
 # -- rates ---------------------------------------------------------------------------------------
 def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple:
     """(low, high): the exact (Clopper-Pearson) interval of a rate k/n; (0, 1) for n = 0."""
@@ -238,6 +256,21 @@ def fisher_one_sided(k1: int, n1: int, k2: int, n2: int) -> tuple:
     less = float(fisher_exact(table, alternative="less")[1])
     greater = float(fisher_exact(table, alternative="greater")[1])
     return min(1.0, less), min(1.0, greater)
+
+
+def fisher_runs_needed(k: int, n: int, k0: int, n0: int, more: bool, level: float = 0.05,
+                       most: int = 200) -> Optional[int]:
+    """Runs per arm at which the observed rates k/n and k0/n0 (scaled, rounded) would reach
+    a one-sided Fisher p <= level in the claimed direction (`more`: the first rate higher);
+    None when they never would up to `most`, or when the rates do not differ that way."""
+    if not n or not n0 or ((k / n <= k0 / n0) if more else (k / n >= k0 / n0)):
+        return None
+    for runs in range(max(n, n0), most + 1):
+        a, b = round(k / n * runs), round(k0 / n0 * runs)
+        p_fewer, p_more = fisher_one_sided(a, runs, b, runs)
+        if (p_more if more else p_fewer) <= level * (1 + 1e-9):
+            return runs
+    return None
 
 
 # -- lines ---------------------------------------------------------------------------------------

@@ -48,3 +48,18 @@ def test_every_experiment_keeps_the_contract(name, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to resume" in again.stderr
     assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_entry_points_functions_stay_functions(name):
+    """Importing a package's submodules (as its functions do) never rebinds its entry
+    points: a submodule named like a function (figures.py beside figures()) would."""
+    import importlib
+    import pkgutil
+
+    module = importlib.import_module(PLUGINS.get(name) or registry.EXPERIMENTS[name])
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        importlib.import_module(f"{module.__name__}.{info.name}")
+    for fn in ("cells", "measure", "claims", "summarize", "figures", "check", "memory"):
+        if hasattr(module, fn):
+            assert callable(getattr(module, fn)), f"{name}.{fn} is {getattr(module, fn)!r}"

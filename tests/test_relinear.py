@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from quadrun import stats
 import torch
 
 from quadrun.data.images import Augment, load_images, random_crop, random_flip
@@ -830,9 +832,9 @@ def test_welch_p_against_scipy():
 
     a, b = [94.0, 95.5, 96.0, 93.0], [90.0, 91.0, 92.5]
     ref = ttest_ind(a, b, equal_var=False).pvalue           # two-sided; a is above
-    assert rev.welch_p(a, b) == pytest.approx(ref)
-    assert rev.welch_p(b, a) == 1.0                           # the other direction: capped
-    assert rev.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0 and rev.welch_p([1.0], [0.0, 2.0]) is None
+    assert stats.welch_p(a, b) == pytest.approx(ref)
+    assert stats.welch_p(b, a) == 1.0                           # the other direction: capped
+    assert stats.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0 and stats.welch_p([1.0], [0.0, 2.0]) is None
 
 
 # -- validation split, gamma, the parameter-matched control ----------------------------------------
@@ -909,11 +911,11 @@ def test_open_claims_carry_the_command_that_would_decide_them():
                            "jobs": (needed - 15) * 3}             # 3 strategies in the study
     col = out["collapse.plain"]                                  # 2/15 vs 0/15
     assert col["verdict"] == "inconclusive" and "seeds per strategy would decide" in col["why"]
-    assert rev.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
+    assert stats.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
     p_fewer, p_more = rev.fisher_one_sided(round(2 / 15 * 34), 34, 0, 34)
     assert p_more <= 0.05 and rev.fisher_one_sided(round(2 / 15 * 33), 33, 0, 33)[1] > 0.05
     assert col["next"]["command"].endswith("'seed=range(100,134)'")
-    assert rev.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
+    assert stats.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
     gone = out["accuracy.relinear_rezero"]
     assert gone["verdict"] == "not_measured"
     assert gone["next"] == {"command": rc.ABLATION, "jobs": 8 * 15}

@@ -183,10 +183,10 @@ def test_claims_line_counts_verdicts_and_applies_holm_across_p_values():
               {"verdict": "inconclusive", "values": {"p": 0.04}},
               {"verdict": "not_measured", "values": {}}]
     line = claims_line("relinear", claims)
-    # Holm over 3: 0.03, 0.04, 0.04 -> all three at or below 0.05
-    assert line == ("relinear: 4 claims: 2 hold, 1 inconclusive, 1 not measured; Holm's "
-                    "correction over the 3 with a p-value: 3 below 0.05")
+    # Holm over 3: 0.03, 0.04, 0.04 -> both that hold still do
+    assert line == ("relinear: 4 claims: 2 hold, 1 inconclusive, 1 not measured; after Holm's "
+                    "correction over the 3 with a p-value, 2 of the 2 that hold still hold at 0.05")
     line = claims_line("x", [{"verdict": "holds", "values": {"p": 0.03}},
                              {"verdict": "holds", "values": {"p": 0.04}}, {"verdict": "fails",
                                                                           "values": {"p": 0.5}}])
-    assert line.endswith("over the 3 with a p-value: 0 below 0.05")     # 0.09, 0.08, 0.5
+    assert line.endswith("0 of the 2 that hold still hold at 0.05")     # 0.09, 0.08, 0.5

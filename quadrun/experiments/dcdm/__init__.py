@@ -31,7 +31,7 @@ network: size independence as the paper states it (and the weaker "grows less th
 labelled as quadrun's), fewer iterations than CG, IC and deflated PCG, generalisation to
 unseen scenes, less wall time than CG, IC and deflated PCG on the run's device (and
 quadrun's extension: within 2x of multigrid), and the network as an approximate inverse
-(its A-cosine above IC's). Figures (figures.py): residual histories, iterations against n.
+(its A-cosine above IC's). Figures (plots.py): residual histories, iterations against n.
 """
 from quadrun.experiments.dcdm.claims import claims, summarize
 from quadrun.experiments.dcdm.config import POOL, VARIANTS, Config, check
@@ -51,5 +51,5 @@ def measure(c, cell, ctx) -> dict:
 
 
 def figures(records, c, save) -> None:
-    from quadrun.experiments.dcdm.figures import figures
+    from quadrun.experiments.dcdm.plots import figures
     figures(records, c, save)

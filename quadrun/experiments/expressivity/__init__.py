@@ -53,5 +53,5 @@ def measure(c, cell, ctx) -> dict:
 
 
 def figures(records, c, save) -> None:
-    from quadrun.experiments.expressivity.figures import figures
+    from quadrun.experiments.expressivity.plots import figures
     figures(records, c, save)

@@ -20,7 +20,7 @@ measures, one cell each (lab.py):
 
 config.py holds the section and its variants; claims.py declares the claims, decided on
 evidence from reference.py (the iteration) and networks.py (the widths); rules.py has the
-one rule of its own; figures.py draws.
+one rule of its own; plots.py draws the figures.
 """
 from quadrun.experiments.pde.claims import claims, summarize
 from quadrun.experiments.pde.config import POOL, VARIANTS, Config, check
@@ -40,5 +40,5 @@ def measure(c, cell, ctx) -> dict:
 
 
 def figures(records, c, save) -> None:
-    from quadrun.experiments.pde.figures import figures
+    from quadrun.experiments.pde.plots import figures
     figures(records, c, save)

@@ -44,7 +44,7 @@ recipe on CIFAR-10 (configs/sizes/relinear/).
 
 Files: config.py (the section, VARIANTS, check, seeds and gammas), claims.py (the claims,
 declared), evidence.py (their evidence from records), lab.py (cells and measure: models,
-strategies, training, collapse), figures.py.
+strategies, training, collapse), plots.py (the figures).
 """
 from __future__ import annotations
 
@@ -66,11 +66,5 @@ def measure(c, cell, ctx) -> dict:
 
 
 def figures(records, c, save) -> None:
-    from quadrun.experiments.relinear.figures import figures as draw
-    # the first import of the submodule figures.py rebinds this package's name `figures`
-    # to that module: bind it back to this function
-    globals()["figures"] = _figures
-    draw(records, c, save)
-
-
-_figures = figures
+    from quadrun.experiments.relinear.plots import figures
+    figures(records, c, save)

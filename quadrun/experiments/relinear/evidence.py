@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from quadrun.claims import Evidence, fmt, fmt_interval, missing
+from quadrun.claims import Evidence, fmt, fmt_interval, missing, seeds_command
 from quadrun.experiments.relinear.config import ABLATION_SEEDS, STRATEGIES
 from quadrun.stats import (clopper_pearson, detectable_difference, finite, fisher_one_sided,
-                           holm, mean, runs_needed, welch_interval)
+                           fisher_runs_needed, holm, mean, runs_needed, welch_interval, welch_p)
 
 ABLATION = "quadrun -m experiment=relinear sweep=relinear_ablation cluster=local threads=1"
 LEVEL = 0.05            # the claims' significance level (95 % intervals)
@@ -87,7 +87,7 @@ def event_evidence(event: str, strategy: str, reference: str, by: dict, threshol
     if threshold is not None and event == "failed":
         values["threshold"] = threshold
     decided = min(p_fewer, p_more) <= LEVEL
-    needed = None if decided else fisher_runs_needed(k, n, k0, n0, more)
+    needed = None if decided else fisher_runs_needed(k, n, k0, n0, more, level=LEVEL)
     command, jobs = more_seeds(needed, min(n, n0), len(by)) if needed else (None, None)
     nxt = (f"at these rates about {needed} seeds per strategy would decide" if needed else
            "the rates are too close for any affordable number of seeds")
@@ -102,41 +102,7 @@ ABLATION_JOBS = len(STRATEGIES) * len(ABLATION_SEEDS)
 def more_seeds(needed: int, have: int, arms: int) -> tuple:
     """(command, jobs) extending the ablation sweep to `needed` seeds per strategy, fresh
     seeds counted on from the ablation's first (the sweep skips the jobs it has)."""
-    first = ABLATION_SEEDS[0]
-    return (f"quadrun resume={{folder}} 'seed=range({first},{first + needed})'",
-            max(0, needed - have) * max(1, arms))
-
-
-def fisher_runs_needed(k: int, n: int, k0: int, n0: int, more: bool, most: int = 200):
-    """Runs per arm at which the observed rates k/n and k0/n0 (scaled, rounded) would
-    reach p <= LEVEL in the claimed direction; None when they never would up to `most`."""
-    # general: belongs in quadrun/stats.py
-    if not n or not n0 or ((k / n <= k0 / n0) if more else (k / n >= k0 / n0)):
-        return None                      # no difference in the claimed direction to resolve
-    for runs in range(max(n, n0), most + 1):
-        a, b = round(k / n * runs), round(k0 / n0 * runs)
-        p_fewer, p_more = fisher_one_sided(a, runs, b, runs)
-        if (p_more if more else p_fewer) <= LEVEL:
-            return runs
-    return None
-
-
-def welch_p(a, b):
-    """The p-value in the direction mean(a) > mean(b) that matches a two-sided Welch
-    interval: 2 P(T >= t), capped at 1 (the 95 % interval lies above 0 exactly when it is
-    below 0.05). None below 2 values a side."""
-    # general: belongs in quadrun/stats.py
-    from scipy.stats import t as student
-
-    x, y = np.asarray(finite(a)), np.asarray(finite(b))
-    if len(x) < 2 or len(y) < 2:
-        return None
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    diff = float(x.mean() - y.mean())
-    if vx + vy == 0:
-        return 0.0 if diff > 0 else 1.0
-    dof = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
-    return min(1.0, 2 * float(student.sf(diff / np.sqrt(vx + vy), dof)))
+    return seeds_command(needed, have, arms, start=ABLATION_SEEDS[0])
 
 
 def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
