@@ -1,5 +1,5 @@
 """The run-folder writer: what a run writes into its folder goes through here (names:
-quadrun.vocab); the report (quadrun-report) writes only under report/ and plots/, and the
+quadrun.vocab); the report (quadrun-report) writes only under report/, and the
 sweep machinery only its own dot-files in a sweep folder.
 
     <run>/config.yaml        resolved config
@@ -7,7 +7,6 @@ sweep machinery only its own dot-files in a sweep folder.
     <run>/metrics.jsonl      one JSON object per logged point: {"step": s, "train/loss": ...}
     <run>/summary.json       records, claims and `status`; written last, atomically
     <run>/checkpoints/       last.pt (and prev.pt, the one before), best.pt; atomic writes
-    <run>/plots/*.png
     <run>/stages.json        records of finished cells (resume skips them)
     <run>/report/            the run's tables (quadrun-report, run at the end)
     <run>/quadrun.log        Hydra's job log
@@ -130,7 +129,6 @@ class RunContext:
         self.code_fingerprint = identity.code_fingerprint(self.code)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / vocab.CHECKPOINTS).mkdir(exist_ok=True)
-        (self.dir / vocab.PLOTS).mkdir(exist_ok=True)
         self._tracker = None             # logger=tensorboard | mlflow (quadrun.tracking)
         self._meta: dict = {}
 

@@ -739,7 +739,7 @@ def _report_quietly(run_dir: Path) -> None:
 
 
 def _report(run_dir: Path, show: bool = True) -> None:
-    """The run's own report/ (its figures in plots/), from the folder, with the claims the
+    """The run's own report/ (tables and figures), from the folder, with the claims the
     run decided; a report that cannot be written is logged and never loses the run."""
     import logging
     import traceback
@@ -748,8 +748,7 @@ def _report(run_dir: Path, show: bool = True) -> None:
 
     log = logging.getLogger("quadrun")
     try:
-        result = report.build([run_dir], out=run_dir / vocab.REPORT,
-                              figures=run_dir / vocab.PLOTS, quiet=True)
+        result = report.build([run_dir], out=run_dir / vocab.REPORT, quiet=True)
     except Exception:
         log.error("could not write the report:\n%s", traceback.format_exc())
         return

@@ -19,8 +19,7 @@ STAGES = "stages.json"          # records of finished cells (a resumed run skips
 ATTEMPTS = "attempts.jsonl"     # failed or interrupted attempts at a finished run
 LOG = "quadrun.log"             # Hydra's job log
 CHECKPOINTS = "checkpoints"     # last.pt, prev.pt, best.pt and named ones
-PLOTS = "plots"                 # the run's figures
-REPORT = "report"               # tables written by quadrun-report (a run writes its own)
+REPORT = "report"               # claims, tables and figures (quadrun-report; a run writes its own)
 OVERRIDES = ".hydra/overrides.yaml"
 
 # -- outcomes -------------------------------------------------------------------------------------

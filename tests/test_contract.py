@@ -37,7 +37,7 @@ def test_every_experiment_keeps_the_contract(name, tmp_path):
         assert c["statement"] and c["target"] and c["why"]
     module = __import__(PLUGINS.get(name) or registry.EXPERIMENTS[name], fromlist=["x"])
     if hasattr(module, "figures"):
-        assert list((folder / vocab.PLOTS).glob("*.png")), "no figures written"
+        assert list((folder / vocab.REPORT).glob("*.png")), "no figures in report/"
     # the stored claims are what the run's report shows
     shown = json.loads((folder / vocab.REPORT / "claims.json").read_text())
     assert [c["verdict"] for c in shown] == [c["verdict"] for c in s["claims"]]

@@ -687,8 +687,8 @@ def test_smoke_cli_run(cli):
     table = (run / "report" / "table.md").read_text()
     assert "### dcdm: train" in table and "### dcdm: solve" in table
     assert "| time_vs_cg.additive |" in table and "| mg |" in table
-    assert list((run / "plots").glob("residuals_2d*.png"))
-    assert list((run / "plots").glob("residuals_3d*.png"))
+    assert list((run / "report").glob("residuals_2d*.png"))
+    assert list((run / "report").glob("residuals_3d*.png"))
     assert (run / "checkpoints" / "model_2d_paper_1.pt").exists()
     assert list((cli.cwd / "data" / "dcdm").glob("ritz_*.pt"))   # the cached basis
 

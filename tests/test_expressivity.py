@@ -788,7 +788,7 @@ def test_smoke_run_records(cli):
         < md.index("expressivity: matched") < md.index("expressivity: fit")
     assert "| target | model |" in md and "plot" not in md.split("expressivity: fit")[1]
     for name in ["dimension", "fit_mse"] + [f"fit_{t}" for t in targets.DIMS]:
-        [png] = (folder / "plots").glob(f"{name}*.png")
+        [png] = (folder / "report").glob(f"{name}*.png")
         assert png.stat().st_size > 0
 
 

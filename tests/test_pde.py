@@ -704,7 +704,7 @@ def test_smoke_cli_run_with_a_gaussian_bump(cli):
     rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any("deep_ritz/d2/w16/s0/lbfgs/energy" in row for row in rows)
     for plot in ("error_vs_width", "width_for_target", "reference_energy_gap", "barron_growth"):
-        [png] = (folder / "plots").glob(f"{plot}*.png")
+        [png] = (folder / "report").glob(f"{plot}*.png")
         assert png.stat().st_size > 0
     stages = json.loads((folder / "stages.json").read_text())["stages"]
     assert len(stages) == len(recs)                    # every cell is a resumable stage
