@@ -307,7 +307,10 @@ def test_an_experiment_is_one_module_and_one_registry_line(tmp_path):
     (tmp_path / "mini.py").write_text('''
 from dataclasses import dataclass, field
 from typing import List
-from quadrun.claims import claim
+from quadrun.claims import Claim, Exact, decide, exact
+
+SQUARES = Claim("squares", "x^2 is x times x.", "algebra", target="no record differs",
+                rule=Exact(0))
 
 @dataclass
 class Config:
@@ -320,9 +323,8 @@ def measure(c, cell, ctx):
     return {"square": cell["x"] ** 2}
 
 def claims(records, c):
-    ok = all(r["square"] == r["x"] ** 2 for r in records)
-    return [claim("squares", "x^2 is x times x.", "algebra", measured=str(len(records)),
-                  target="all", verdict="holds" if ok else "fails", why="checked")]
+    wrong = sum(r["square"] != r["x"] ** 2 for r in records)
+    return decide([SQUARES], {"squares": exact(wrong, f"{wrong} of {len(records)} differ")})
 ''')
     env = {"QUADRUN_EXPERIMENTS": "mini=mini", "PYTHONPATH": str(tmp_path)}
     r = run_cli("experiment=mini", "mini.xs=[2,5]", cwd=tmp_path, env=env)
