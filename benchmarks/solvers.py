@@ -3,8 +3,8 @@
     python benchmarks/solvers.py                        # 3-D 64^3 and 128^3, every solver
     python benchmarks/solvers.py --n 64 --solvers cg,mg,amg,dcdm
     python benchmarks/solvers.py --device cuda --precision bf16
-    python benchmarks/solvers.py --checkpoint outputs/dcdm/<run>/checkpoints/model_3d.pt \\
-        --arch additive --coarsest 4                    # a trained network: time to tol
+    python benchmarks/solvers.py --arch additive --coarsest 4 \\
+        --checkpoint outputs/dcdm/<run>/checkpoints/model_3d_additive_0.pt   # time to tol
 
 For each grid size and solver (CG, IC(0)-PCG, deflated PCG, AMG-PCG with pyamg on the host,
 geometric-multigrid PCG in torch, DCDM), one solve of the same scene to the same relative
@@ -14,7 +14,7 @@ resident set above the level before the solver, freed heap returned first (mallo
 and the peak reset through /proc/self/clear_refs; CUDA:
 torch's peak allocation above the allocation before it) and the ratios to CG measured in
 the same run. DCDM's time to the tolerance needs a trained network (--checkpoint, a
-dcdm run's model_3d.pt with that run's --arch/--blocks/--coarsest); without one the
+dcdm run's model_3d_<arch>_<net>.pt with its --arch/--blocks/--coarsest); without one the
 authors' N=64 network (--arch paper) runs untrained for --dcdm-iters iterations, which
 gives its time per iteration only. The header prints the load average: timings on a
 shared machine are inflated by the other processes.
@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=1, help="solves per solver; the fastest kept")
     ap.add_argument("--deflate", type=int, default=16)
-    ap.add_argument("--checkpoint", default=None, help="a dcdm run's model_<dim>d.pt")
+    ap.add_argument("--checkpoint", default=None, help="a dcdm run's model_<dim>d_<arch>_<net>.pt")
     ap.add_argument("--arch", default="paper", choices=list(ARCHS))
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--coarsest", type=int, default=4)

@@ -1,5 +1,5 @@
 """The run-folder writer: what a run writes into its folder goes through here (names:
-quadrun.vocab); the report (quadrun-report) writes only under report/ and plots/, and the
+quadrun.vocab); the report (quadrun-report) writes only under report/, and the
 sweep machinery only its own dot-files in a sweep folder.
 
     <run>/config.yaml        resolved config
@@ -7,7 +7,6 @@ sweep machinery only its own dot-files in a sweep folder.
     <run>/metrics.jsonl      one JSON object per logged point: {"step": s, "train/loss": ...}
     <run>/summary.json       records, claims and `status`; written last, atomically
     <run>/checkpoints/       last.pt (and prev.pt, the one before), best.pt; atomic writes
-    <run>/plots/*.png
     <run>/stages.json        records of finished cells (resume skips them)
     <run>/report/            the run's tables (quadrun-report, run at the end)
     <run>/quadrun.log        Hydra's job log
@@ -22,14 +21,14 @@ import math
 import os
 import platform
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from quadrun import vocab
+from quadrun import identity, vocab
+from quadrun.runfolder import read_json_dict
 from quadrun.errors import CheckpointError, Interrupted
 from quadrun.vocab import STATUSES
 
@@ -80,18 +79,6 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _git_version() -> Optional[str]:
-    src = Path(__file__).resolve().parent.parent
-    if not (src / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def save_checkpoint(path: Path, state: dict, keep_previous: bool = True) -> None:
     """Atomic checkpoint write; the previous `last.pt` is kept as `prev.pt` until the new
     one is complete, so a kill at any moment leaves at least one good checkpoint."""
@@ -125,35 +112,6 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
-def result_config(cfg: DictConfig) -> dict:
-    """The plain config that defines a run's results: the keys of quadrun.vocab's
-    RUNTIME_KEYS and TRAIN_RUNTIME_KEYS left out, and the experiment's keys that its chosen
-    variants do not read (quadrun.schema.unread_keys)."""
-    import importlib
-
-    from quadrun import registry
-    from quadrun.schema import drop_keys, unread_keys
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    plain = vocab.result_config(plain)
-    name = plain.get("experiment")
-    module_path = registry.names().get(name)
-    if module_path and isinstance(plain.get(name), dict):
-        unread = unread_keys(importlib.import_module(module_path), plain[name])
-        plain[name] = drop_keys(plain[name], unread)
-    return plain
-
-
-def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of what defines a run's results (`result_config`), so a run can resume on
-    another device, with CUDA graphs off, or with a value its variant does not read."""
-    import hashlib
-
-    text = json.dumps(result_config(cfg), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 class RunContext:
     """What an experiment sees of its run: folder, device, logging, checkpoints, plots."""
 
@@ -166,16 +124,22 @@ class RunContext:
         self.stop_signal = None
         self.label = ""                  # the cell being measured, e.g. "[2/12 d=8]"
         self.memo: dict = {}             # what cells of one run share in memory (models, data)
-        self.fingerprint = config_fingerprint(cfg)
+        self.fingerprint = identity.config_fingerprint(cfg)
+        self.code = identity.code_identity()
+        self.code_fingerprint = identity.code_fingerprint(self.code)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / vocab.CHECKPOINTS).mkdir(exist_ok=True)
-        (self.dir / vocab.PLOTS).mkdir(exist_ok=True)
         self._tracker = None             # logger=tensorboard | mlflow (quadrun.tracking)
         self._meta: dict = {}
 
     @property
     def device(self) -> torch.device:
         return self.runtime.device
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads this run uses (recorded in meta.json and in every record)."""
+        return torch.get_num_threads()
 
     def shared(self, key, build: Callable[[], Any]) -> Any:
         """`build()` once per run for `key`; later cells get the same object."""
@@ -202,16 +166,17 @@ class RunContext:
 
     # -- lifecycle (called by the runner) ----------------------------------------------
     def start(self) -> None:
-        import quadrun
+        from quadrun import locks
 
+        locks.hold(self.dir, "run")
+        previous = read_json_dict(self.dir / vocab.META)
         atomic_write_text(self.dir / vocab.CONFIG, OmegaConf.to_yaml(self.cfg, resolve=True))
-        old = self.dir / vocab.META
-        previous = json.loads(old.read_text()) if old.exists() else {}
         self._meta = {
-            "package": "quadrun", "version": quadrun.__version__, "git": _git_version(),
+            "package": "quadrun", "version": self.code["version"], "code": self.code,
             "experiment": self.cfg.experiment, "scale": self.cfg.scale,
             "host": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "device": str(self.device),
             "device_name": (torch.cuda.get_device_name(self.device)
                             if self.device.type == "cuda" else platform.processor() or "cpu"),
@@ -223,6 +188,7 @@ class RunContext:
             "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
                                                  "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
                       if k in os.environ} or None,
+            "packages": identity.installed_packages(),
         }
         if previous.get("mlflow_run_id"):
             self._meta["mlflow_run_id"] = previous["mlflow_run_id"]
@@ -233,24 +199,38 @@ class RunContext:
         write_json(self.dir / vocab.META, self._meta)
 
     def finish(self, status: str, summary: dict) -> None:
+        """Write the summary (last, atomically). A failed or interrupted attempt never
+        replaces the summary of a finished (completed or diverged) run: it is appended to
+        attempts.jsonl beside it."""
         assert status in STATUSES, status
         self._meta["end"] = _now()
         if status == "failed":
             self._meta["failed_attempts"] = self._meta.get("failed_attempts", 0) + 1
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,
-               "seed": self.cfg.seed, **summary}
+               "seed": self.cfg.seed, "code": self.code, **summary}
         if self._tracker is not None:
             self._tracker.finish(status, out)
+        finished = read_json_dict(self.dir / vocab.SUMMARY).get("status") in ("completed", "diverged")
         try:
             write_json(self.dir / vocab.META, self._meta)
-            write_json(self.dir / vocab.SUMMARY, out)  # last, atomic
+            if finished and status in ("failed", "interrupted"):
+                with open(self.dir / vocab.ATTEMPTS, "a") as fh:
+                    fh.write(json.dumps(_jsonable({**out, "end": self._meta["end"]})) + "\n")
+                log.warning("this attempt %s; the finished run's summary.json is kept (the "
+                            "attempt is in %s)", status, vocab.ATTEMPTS)
+            else:
+                write_json(self.dir / vocab.SUMMARY, out)  # last, atomic
         except OSError as exc:  # disk full: what was saved before stays as it was
             log.error("could not write summary.json: %s", exc)
             if status != "failed":
                 raise
 
     def close(self) -> None:
-        """After the summary and the report: the tracker gets its files, then ends."""
+        """After the summary and the report: the tracker gets its files, then ends; the
+        folder's lock is released."""
+        from quadrun import locks
+
+        locks.release(self.dir)
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
             try:
@@ -273,15 +253,17 @@ class RunContext:
         path = self.dir / vocab.METRICS
         if not path.exists():
             return
+        lines = path.read_text().splitlines()
         keep = []
-        for line in path.read_text().splitlines():
+        for line in lines:
             try:
                 row = json.loads(line)
-                if row.get("fit", "train") != fit or row["step"] <= step:
+                if row.get("fit") != fit or row["step"] <= step:
                     keep.append(line)
             except (ValueError, KeyError, TypeError, AttributeError):
                 break  # a line cut by a kill: it was the last one written
-        atomic_write_text(path, "".join(l + "\n" for l in keep))
+        if keep != lines:
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def metrics(self) -> list:
         path = self.dir / vocab.METRICS
@@ -292,7 +274,8 @@ class RunContext:
         return self.dir / vocab.CHECKPOINTS / f"{name}.pt"
 
     def save_checkpoint(self, state: dict, name: str = "last") -> None:
-        state = {**state, "experiment": self.cfg.experiment, "fingerprint": self.fingerprint}
+        state = {**state, "experiment": self.cfg.experiment, "fingerprint": self.fingerprint,
+                 "code": self.code_fingerprint}
         save_checkpoint(self.checkpoint_path(name), state, keep_previous=(name == "last"))
 
     def save_model(self, name: str, model, **extra) -> None:
@@ -330,6 +313,12 @@ class RunContext:
                 os.replace(path, aside)  # kept for inspection, never overwritten
                 log.error("%s; moved to %s; trying the previous checkpoint", exc, aside.name)
                 continue
+            if state.get("code") != self.code_fingerprint and \
+                    state.get("experiment") == self.cfg.experiment and \
+                    state.get("fingerprint") == self.fingerprint:
+                log.warning("%s was written by other code (%s; this is %s): this training "
+                            "starts over", path, state.get("code"), self.code_fingerprint)
+                return None
             if state.get("experiment") != self.cfg.experiment or \
                     state.get("fingerprint") != self.fingerprint:
                 raise CheckpointError(
@@ -344,21 +333,41 @@ class RunContext:
         return None
 
     # -- stages of multi-part experiments --------------------------------------------------------
-    def stage(self, key: str, compute: Callable[[], Any]) -> Any:
-        """Result of `compute()`, remembered in stages.json so a resumed run skips it.
-
-        stages.json carries the config fingerprint: results of another config are never
-        reused (an error names the file; the file is left as it is)."""
+    def _stages(self) -> dict:
         path = self.dir / vocab.STAGES
-        saved = json.loads(path.read_text()) if path.exists() else {}
+        saved = read_json_dict(path) if path.exists() else {}
         if saved and saved.get("fingerprint") != self.fingerprint:
             raise CheckpointError(f"{path} holds results of another config "
                                   f"({saved.get('fingerprint')}; this run is {self.fingerprint}). "
                                   "Use a new run folder, or the same overrides as that run")
-        done = saved.get("stages", {})
-        if key in done:
+        return saved
+
+    def done_keys(self) -> set:
+        """The cells measured before by this code (a resume skips them)."""
+        saved = self._stages()
+        code = saved.get("code", {})
+        return {k for k in saved.get("stages", {}) if code.get(k) == self.code_fingerprint}
+
+    def stale_stages(self, keys) -> list:
+        """The finished cells among `keys` that other code measured (they are measured again)."""
+        saved = self._stages()
+        done, code = saved.get("stages", {}), saved.get("code", {})
+        return [k for k in keys if k in done and code.get(k) != self.code_fingerprint]
+
+    def stage(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Result of `compute()`, remembered in stages.json so a resumed run skips it.
+
+        stages.json carries the config fingerprint (results of another config are never
+        reused: an error names the file, which is left as it is) and each cell's code
+        fingerprint (a cell measured by other code is measured again)."""
+        saved = self._stages()
+        done, code = saved.get("stages", {}), saved.get("code", {})
+        if key in done and code.get(key) == self.code_fingerprint:
             return done[key]
         value = _jsonable(compute())
-        done[key] = value
-        write_json(path, {"fingerprint": self.fingerprint, "stages": done})
+        saved = self._stages()                      # the file as it is now
+        done, code = saved.get("stages", {}), saved.get("code", {})
+        done[key], code[key] = value, self.code_fingerprint
+        write_json(self.dir / vocab.STAGES, {"fingerprint": self.fingerprint, "stages": done,
+                                             "code": code})
         return value

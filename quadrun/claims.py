@@ -18,11 +18,14 @@ that, when the verdict is inconclusive, ends with what would decide it (`next`).
 A decided claim is a plain dict (summary.json, claims.json, the report):
 
     {"id", "statement", "source", "setup", "extension", "measured", "target",
-     "verdict", "why", "values"}
+     "verdict", "why", "values", "next"}
+
+`next` ({"command", "jobs"} or None): for an inconclusive or not-measured claim, the
+command that would decide it; the report shows it with the folder filled in and a time.
 
 Verdicts: holds | fails | inconclusive (noise or range too small to decide) |
 not_measured (this scale or this run cannot reach it). The runner adds the run's `scale`
-and `device`. Rules are small classes: `Above`, `Below`, `Band`, `AllCases`, `FewerEvents`;
+and `device`. Rules are small classes: `Above`, `Below`, `Band`, `Exact`, `AllCases`, `FewerEvents`;
 each has tests that make it hold and fail, and the ones that rest on noise have simulated
 error rates (tests/test_claims.py). Torch-free.
 """
@@ -80,7 +83,13 @@ class Evidence:
     counts     (events, runs, reference events, reference runs) that FewerEvents reads
     missing    not measured here: why, and what would measure it
     undecided  the data cannot be judged by the rule (too few seeds, no interval...): why
-    next       what would decide it when inconclusive (a command, a seed count)
+    next       what would decide it when inconclusive (a seed count, a wider range), as text
+    command    the command that would decide an inconclusive or not-measured claim, ready to
+               copy; `{folder}` in it stands for the run or sweep folder the claim was
+               decided in (the report fills it in), e.g.
+               "quadrun resume={folder} 'seed=range(0,15)'"
+    jobs       how many runs that command starts (the report turns it into a time from
+               earlier runs of the experiment)
     """
     measured: str = ""
     values: dict = field(default_factory=dict)
@@ -90,11 +99,28 @@ class Evidence:
     missing: Optional[str] = None
     undecided: Optional[str] = None
     next: str = ""
+    command: Optional[str] = None
+    jobs: Optional[int] = None
 
 
-def missing(why: str, measured: str = "", **values) -> Evidence:
+def missing(why: str, measured: str = "", command: Optional[str] = None,
+            jobs: Optional[int] = None, **values) -> Evidence:
     """Evidence of a claim this run cannot measure (verdict not_measured)."""
-    return Evidence(measured=measured or "not measured", values=values, missing=why)
+    return Evidence(measured=measured or "not measured", values=values, missing=why,
+                    command=command, jobs=jobs)
+
+
+def exact(value: float, measured: str = "", **values) -> Evidence:
+    """Evidence of an exact number (no noise: a count, a rank, a ratio of counts)."""
+    return Evidence(measured=measured, values=values, interval=Interval(value, value, value))
+
+
+def seeds_command(needed: int, have: int, arms: int = 1, what: str = "seed",
+                  start: int = 0) -> tuple:
+    """(command, jobs) that extends a sweep to `needed` seeds per arm, counted on from
+    `start`: its new jobs only (a sweep launched again skips the jobs it has)."""
+    return (f"quadrun resume={{folder}} '{what}=range({start},{start + needed})'",
+            max(0, needed - have) * max(1, arms))
 
 
 # -- rules ----------------------------------------------------------------------------------------
@@ -223,16 +249,47 @@ class FewerEvents(Rule):
             return NOT_MEASURED, "no runs on a side"
         p_less, p_more = fisher_one_sided(k, n, k0, n0)
         good, bad = (p_more, p_less) if self.more else (p_less, p_more)
+        edge = self.level * (1 + 1e-9)      # 1/20 computed as 0.05000000000000001
         word = "more" if self.more else "fewer"
         other = "fewer" if self.more else "more"
-        if good <= self.level:
+        if good <= edge:
             return HOLDS, f"significantly {word} {self.what} than {self.reference} (p = {fmt(good)})"
-        if bad <= self.level:
+        if bad <= edge:
             return FAILS, f"significantly {other} {self.what} than {self.reference} (p = {fmt(bad)})"
         if not self.more and k0 == 0:
             return INCONCLUSIVE, f"{self.reference} had no {self.what}, so there were none to prevent"
         return INCONCLUSIVE, (f"the counts do not differ at the {fmt(self.level)} level "
                               f"(p {word} = {fmt(good)})")
+
+
+@dataclass(frozen=True)
+class Exact(Rule):
+    """An exact number (no noise: an iteration count or a ratio of counts, deterministic
+    given the seed; +inf for a target never reached) against two bounds. Not strict:
+    holds when it is at most `holds`, fails when it is above `fails`; strict: holds when it
+    is below `holds`, fails when it is at least `fails`. `fails` defaults to `holds`;
+    between them, inconclusive."""
+    holds: float
+    fails: Optional[float] = None
+    strict: bool = False
+    unit: str = ""
+
+    def _decide(self, ev):
+        if ev.interval is None or ev.interval.estimate is None:
+            return INCONCLUSIVE, "no value to decide from"
+        v = float(ev.interval.estimate)
+        hi = self.holds if self.fails is None else self.fails
+        unit = ("" if self.unit.startswith("x") else " ") + self.unit if self.unit else ""
+        if math.isinf(v):
+            unit = " (a target never reached)"
+        if (v < self.holds) if self.strict else (v <= self.holds):
+            word = "below" if self.strict else "at most"
+            return HOLDS, f"{fmt(v)}{unit} is {word} {fmt(self.holds)}"
+        if (v >= hi) if self.strict else (v > hi):
+            return FAILS, f"{fmt(v)}{unit} is {'at least' if self.strict else 'above'} {fmt(hi)}"
+        return INCONCLUSIVE, f"{fmt(v)}{unit} lies between {fmt(self.holds)} and {fmt(hi)}"
+
+
 
 
 # -- claims ---------------------------------------------------------------------------------------
@@ -259,6 +316,9 @@ class Claim:
         verdict, why = self.rule.decide(ev)
         if verdict == INCONCLUSIVE and ev.next:
             why = f"{why}; {ev.next}"
+        follow = None
+        if verdict in (INCONCLUSIVE, NOT_MEASURED) and ev.command:
+            follow = {"command": ev.command, "jobs": ev.jobs}
         if verdict not in VERDICTS:
             raise ValueError(f"{self.id}: verdict must be one of {VERDICTS}, not {verdict!r}")
         measured = ev.measured
@@ -267,7 +327,7 @@ class Claim:
         return {"id": self.id, "statement": self.statement, "source": self.source,
                 "setup": self.setup, "extension": self.extension, "measured": measured,
                 "target": self.target, "verdict": verdict, "why": why,
-                "values": dict(ev.values)}
+                "values": dict(ev.values), "next": follow}
 
 
 def decide(claims: Iterable[Claim], evidence: Dict[str, Evidence]) -> List[dict]:
@@ -281,55 +341,3 @@ def decide(claims: Iterable[Claim], evidence: Dict[str, Evidence]) -> List[dict]
     if stray:
         raise ValueError(f"evidence for undeclared claims: {sorted(stray)}")
     return [c.decide(evidence.get(c.id)) for c in claims]
-
-
-# -- legacy helpers: removed once every experiment declares its claims -------------------------
-def claim(id: str, statement: str, source: str, *, measured: str, target: str,
-          verdict: str, why: str, values: Optional[dict] = None) -> dict:
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
-    return {"id": id, "statement": statement, "source": source, "measured": measured,
-            "target": target, "verdict": verdict, "why": why, "values": values or {}}
-
-
-def above(low, high, threshold: float = 0.0) -> str:
-    if low is None or high is None:
-        return INCONCLUSIVE
-    if low > threshold:
-        return HOLDS
-    if high < threshold:
-        return FAILS
-    return INCONCLUSIVE
-
-
-def contains(low, high, value: float) -> bool:
-    return low is not None and high is not None and low <= value <= high
-
-
-def finite(values):
-    from quadrun.stats import finite as _finite
-    return _finite(values)
-
-
-def t_interval(values, level: float = 0.95) -> tuple:
-    from quadrun.stats import t_interval as _t
-    return tuple(_t(values, level))
-
-
-def welch_interval(a, b, level: float = 0.95) -> tuple:
-    from quadrun.stats import welch_interval as _w
-    return tuple(_w(a, b, level))
-
-
-def bootstrap_interval(values, stat=np.median, n: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple:
-    x = np.asarray(finite(values), float)
-    if len(x) == 0:
-        return None, None, None
-    est = float(stat(x))
-    if len(x) < 2 or n <= 0:
-        return est, None, None
-    rng = np.random.default_rng(seed)
-    draws = [float(stat(x[rng.integers(0, len(x), len(x))])) for _ in range(n)]
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return est, float(lo), float(hi)

@@ -6,28 +6,17 @@ no run folder. `resume=<folder>` becomes that run's own overrides plus hydra.run
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 from quadrun import registry
 from quadrun.errors import ConfigError
-from quadrun.schema import DEFAULT_EXPERIMENT, SCALES, register
+from quadrun.schema import DEFAULT_EXPERIMENT, SCALES, config_dir, register
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
-
-
-def config_dir() -> str:
-    """configs/ as shipped in the wheel (quadrun.configs), or the source checkout's."""
-    try:
-        path = Path(str(resources.files("quadrun.configs")))
-        if (path / "config.yaml").exists():
-            return str(path)
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return str(Path(__file__).resolve().parent.parent / "configs")
 
 
 def _error(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -91,8 +80,12 @@ INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 
 def _check_flags(argv: list) -> None:
     """Only Hydra's own flags, written in full (argparse would take `--experiment=x` as an
-    abbreviation of --experimental-rerun)."""
+    abbreviation of --experimental-rerun, which quadrun does not support: it unpickles a
+    file; `quadrun resume=<folder>` continues a run)."""
     for a in argv:
+        if a.split("=", 1)[0] == "--experimental-rerun":
+            raise ConfigError("arguments: --experimental-rerun is not supported; continue a run "
+                              "with quadrun resume=<run folder>")
         if a.startswith("-") and a.split("=", 1)[0] not in FLAGS + VALUE_FLAGS:
             guess = a.lstrip("-")
             raise ConfigError(f"arguments: {a!r} is not an option; overrides are written without "
@@ -149,16 +142,17 @@ def _latest_run(experiment: str) -> Path:
 
 
 def _resume_overrides(folder: str) -> list:
-    import yaml
-
     path = Path(folder).expanduser()
     saved = path / ".hydra" / "overrides.yaml"
     if not saved.exists():
         raise ConfigError(f"resume: {folder!r} is not a run folder (no .hydra/overrides.yaml)")
+    from quadrun.errors import CheckpointError
+    from quadrun.runfolder import read_overrides
+
     try:
-        previous = yaml.safe_load(saved.read_text()) or []
-    except yaml.YAMLError:
-        raise ConfigError(f"resume: {saved} is not valid YAML") from None
+        previous = read_overrides(saved)
+    except CheckpointError as exc:
+        raise ConfigError(f"resume: {exc}") from None
     quoted = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     return [o for o in previous if not o.startswith("resume=")] + [f"hydra.run.dir='{quoted}'"]
 
@@ -167,28 +161,88 @@ class Finished(Exception):
     """Nothing to do: the message says why (exit 0)."""
 
 
-def _refuse_finished(folder: Path, extra: list) -> None:
-    """A completed (or diverged) run is final: resuming it changes no file."""
-    import json
+def _check_existing(folder: Path, cfg, what: str) -> None:
+    """Before Hydra writes into an existing run folder (resume=, or hydra.run.dir= naming
+    it): its bookkeeping files are readable, the config is the run's own, a finished run is
+    left as it is, and no other process works in it (the lock is held from here on). A
+    refused resume changes no file."""
+    from omegaconf import OmegaConf
 
-    from quadrun import vocab
+    from quadrun import identity, locks, vocab
+    from quadrun.errors import CheckpointError
+    from quadrun.runfolder import read_json_dict
 
     try:
-        status = json.loads((folder / vocab.SUMMARY).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return
-    if status not in ("completed", "diverged"):
-        return
-    if extra:
-        raise ConfigError(f"resume: {folder} is {status}; its results are final and "
-                          f"{' '.join(extra)} would change them: start a new run without "
-                          "resume= (nothing in the folder was changed)")
-    raise Finished(f"{folder} is {status}: nothing to resume (report: "
-                   f"{folder / vocab.REPORT / 'table.md'})")
+        done = read_json_dict(folder / vocab.SUMMARY).get("status")
+        read_json_dict(folder / vocab.META)
+        stages = read_json_dict(folder / vocab.STAGES)
+    except CheckpointError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    mine = identity.config_fingerprint(cfg)
+    theirs = stages.get("fingerprint")
+    if (folder / vocab.CONFIG).exists():
+        try:
+            theirs = identity.config_fingerprint(OmegaConf.load(folder / vocab.CONFIG))
+        except Exception:  # noqa: BLE001 - a config.yaml of another version
+            theirs = theirs or "unreadable"
+    if theirs is not None and theirs != mine:
+        raise ConfigError(f"{what}: these overrides change the config of the run in {folder} "
+                          f"(fingerprint {mine}, the run's is {theirs}); resume with the run's "
+                          "own overrides, or start a new run (nothing in the folder was changed)")
+    if done in ("completed", "diverged"):
+        raise Finished(f"{folder} is {done}: nothing to resume (report: "
+                       f"{folder / vocab.REPORT / 'table.md'})")
+    locks.hold(folder, what)
 
 
-def _variants(overrides: list) -> list:
-    """One override list per value of each sweep dimension (others at their first value)."""
+def _check_hydra(cfg_hydra, multirun: bool) -> None:
+    """Hydra settings quadrun relies on: a run folder, and .hydra/ in it (resume reads it)."""
+    from omegaconf import OmegaConf
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = OmegaConf.select(cfg_hydra, key[len("hydra."):], throw_on_resolution_failure=False)
+    if folder is None or not str(folder).strip():
+        raise ConfigError(f"{key}: empty; give a folder (the default is outputs/<experiment>/"
+                          "<date>_<time>_<id>)")
+    if OmegaConf.select(cfg_hydra, "output_subdir") in (None, ""):
+        raise ConfigError("hydra.output_subdir: quadrun keeps each run's overrides in .hydra/ "
+                          "(resume reads them); leave it at its default")
+
+
+def _strict_bools(variant: list, cfg) -> None:
+    """A bool key takes true or false, nothing else (OmegaConf would read 2 or yes as true),
+    and so does each item of a list of bools."""
+    from omegaconf import ListConfig, OmegaConf
+
+    for o in _parse(variant):
+        if o.is_sweep_override() or o.is_delete():
+            continue
+        key = o.get_key_element().lstrip("+~")
+        try:
+            node = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        except Exception:  # noqa: BLE001 - not a key of the config (Hydra's own, say)
+            continue
+        raw = o.value()
+        if isinstance(node, bool):
+            pairs = [(raw, node)]
+        elif isinstance(node, ListConfig) and len(node) and all(isinstance(v, bool) for v in node) \
+                and isinstance(raw, list):
+            pairs = list(zip(raw, node))
+        else:
+            continue
+        for given, _ in pairs:
+            if not isinstance(given, bool):
+                raise ConfigError(f"{key}: {given!r} is not allowed; must be true or false")
+
+
+def _fixed_folder(output) -> "Path | None":
+    """The run or sweep folder when the config names it outright (no ${...} in it)."""
+    if isinstance(output, str) and output.strip() and "${" not in output:
+        return Path(output).expanduser()
+    return None
+
+
+def _parse(overrides: list) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -198,15 +252,41 @@ def _variants(overrides: list) -> list:
             parsed += parser.parse_overrides([o])
         except Exception as exc:  # Hydra's grammar errors name token types: say it plainly
             raise _parse_error(o, exc) from None
-    firsts, sweeps = [], []
-    for o in parsed:
-        if o.is_sweep_override() and not o.is_discrete_sweep():  # interval(a, b) of a search
-            value = o.value()
-            values = [str(value.start), str(value.end)]
-            firsts.append(f"{o.get_key_element()}={values[0]}")
-            sweeps.append((len(firsts) - 1, o.get_key_element(), values))
-        elif o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
+    return parsed
+
+
+def _values(o) -> tuple:
+    """(the distinct values of a sweep override worth validating, how many jobs it makes),
+    without listing a range: its first and last value stand for it (ranges are of numbers,
+    whose checks are bounds)."""
+    from hydra.core.override_parser.types import RangeSweep
+
+    value = o.value()
+    if o.is_sweep_override() and not o.is_discrete_sweep():   # interval(a, b) of a search
+        return [str(value.start), str(value.end)], 1
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step or 1
+        count = max(0, math.ceil((stop - start) / step))
+        if count == 0:
+            raise ConfigError(f"{o.get_key_element()}: the range {o.input_line.split('=', 1)[1]} "
+                              "is empty")
+        last = start + (count - 1) * step
+        shown = [start, last] if count > 1 else [start]
+        return [str(int(v)) if float(v).is_integer() and isinstance(start, int) else str(v)
+                for v in shown], count
+    values = list(o.sweep_string_iterator())
+    return values, len(values)
+
+
+def _variants(overrides: list) -> tuple:
+    """(one override list per distinct value of each sweep dimension, the others at their
+    first value; the number of jobs the sweep makes). Nothing is listed in full: a range
+    of 10^8 seeds costs two variants."""
+    firsts, sweeps, jobs = [], [], 1
+    for o in _parse(overrides):
+        if o.is_sweep_override():
+            values, count = _values(o)
+            jobs *= count
             firsts.append(f"{o.get_key_element()}={values[0]}")
             sweeps.append((len(firsts) - 1, o.get_key_element(), values))
         else:
@@ -215,7 +295,21 @@ def _variants(overrides: list) -> list:
     for i, key, values in sweeps:
         for v in values[1:]:
             variants.append(firsts[:i] + [f"{key}={v}"] + firsts[i + 1:])
-    return variants[:64]
+    return variants, jobs
+
+
+def _sweeper_params(overrides: list) -> list:
+    """The sweep of a named sweep (`sweep=...` sets hydra.sweeper.params) as overrides, for
+    the keys the command line does not sweep itself."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = _compose(_variants(overrides)[0][0])
+    except Exception:  # noqa: BLE001 - the variants' own validation says what is wrong
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
 
 
 def _compose(overrides: list):
@@ -270,24 +364,51 @@ def preflight(argv: list, experiments: dict) -> list:
             folder = str(_latest_run(chosen[-1] if chosen else DEFAULT_EXPERIMENT))
             extra = [o for o in extra if not o.startswith("experiment=")]
             print(f"quadrun: resuming {folder}", file=sys.stderr)
-        _refuse_finished(Path(folder).expanduser(), extra)
         overrides = _resume_overrides(folder) + extra
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
-        variants = _variants(overrides)
+        variants, jobs = _variants(overrides)
+        if multirun:
+            variants, jobs = _variants(_sweeper_params(overrides) + overrides)
     except ConfigError:
         raise
     except Exception as exc:
         raise ConfigError(f"overrides: {_one_line(exc)}") from None
     if not multirun:
         _no_sweeps(overrides)
+    _other_experiments_keys(overrides, experiments)
     output, cfg, cfg_hydra = _validate_variants(variants, multirun, experiments)
+    _check_hydra(cfg_hydra, multirun)
+    if multirun and jobs > cfg.sweep.max_jobs:
+        raise ConfigError(f"sweep: {jobs} jobs, more than sweep.max_jobs={cfg.sweep.max_jobs}; "
+                          "sweep fewer values, or raise sweep.max_jobs")
     if multirun and "optuna" in str(OmegaConf.select(cfg_hydra, "sweeper._target_") or "") \
             and not cfg.sweep.objective:
         raise ConfigError("sweep.objective: a search sweeper needs the summary value to "
                           "optimise, e.g. sweep.objective=test/acc")
     _check_writable(output)
+    fixed = _fixed_folder(output)
+    if fixed is not None and multirun:
+        from quadrun import locks
+
+        locks.hold(fixed, "sweep")          # one launch at a time in a sweep folder
+    elif fixed is not None and fixed.exists():
+        _check_existing(fixed, cfg, "resume" if resume else "hydra.run.dir")
     return argv
+
+
+def _other_experiments_keys(overrides: list, experiments: dict) -> None:
+    """A key of another experiment's section: one line naming that experiment."""
+    chosen = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("experiment=")]
+    experiment = chosen[-1] if chosen else DEFAULT_EXPERIMENT
+    if "," in experiment:            # a sweep over experiments: each job has its own section
+        return
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0]
+        head = key.split(".")[0]
+        if head in experiments and head != experiment:
+            raise ConfigError(f"{key}: a key of experiment {head}, and this run is experiment="
+                              f"{experiment}; add experiment={head} to run {head}, or drop it")
 
 
 def _validate_info(argv: list, experiments: dict) -> None:
@@ -302,7 +423,7 @@ def _validate_info(argv: list, experiments: dict) -> None:
             overrides.append(a)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     try:
-        variants = _variants(overrides)
+        variants, _ = _variants(overrides)
     except ConfigError:
         raise
     except Exception as exc:
@@ -337,6 +458,7 @@ def _validate_variants(variants: list, multirun: bool, experiments: dict,
         with open_dict(cfg):
             cfg.pop("hydra", None)
         validate(cfg, experiments)
+        _strict_bools(variant, cfg)
         name = cfg.experiment
         unread = unread_keys(experiments[name], cfg.get(name))
         for o in variant:
@@ -385,6 +507,10 @@ def _help(argv: list) -> None:
     from omegaconf import OmegaConf, open_dict
 
     overrides = [a for a in argv if not a.startswith("-")]
+    names = [a for a in overrides if a in registry.names()]
+    if names:                                   # quadrun --help relinear
+        _print(_keys_help(names[-1], [a for a in overrides if "=" in a]))
+        return
     try:
         cfg = _compose(overrides)
     except Exception as exc:
@@ -400,15 +526,110 @@ def _help(argv: list) -> None:
     lines += [f"{g}: {', '.join(opts)}" for g, opts in groups.items()]
     shown = " ".join(overrides) or f"experiment={cfg.experiment}, scale={cfg.scale}"
     lines += ["", f"The config ({shown}); every key can be overridden as key=value:", "",
-              OmegaConf.to_yaml(cfg).rstrip(), "", footer]
+              OmegaConf.to_yaml(cfg).rstrip(), "",
+              "Every key of one experiment, with its type, range and help: quadrun --help NAME",
+              footer]
+    _print("\n".join(lines))
+
+
+def _print(text: str) -> None:
     try:
-        print("\n".join(lines), flush=True)
+        print(text, flush=True)
     except BrokenPipeError:  # `quadrun --help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _keys_help(name: str, overrides: list) -> str:
+    """`quadrun --help NAME [scale=...]`: every key of the experiment's section with its
+    value at that scale, type, allowed values and help, from the schema."""
+    import dataclasses
+    import typing
+
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = _compose([f"experiment={name}", *overrides])
+    except Exception as exc:
+        raise ConfigError(_one_line(exc)) from None
+    module = registry.load_all()[name]
+    rows = []
+
+    def type_name(tp) -> str:
+        text = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+        return text or str(tp).replace("typing.", "")
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, key = hints[f.name], f"{prefix}{f.name}"
+            sub = next((a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)),
+                       None)
+            if sub is not None:
+                walk(sub, key + ".")
+                continue
+            meta = f.metadata
+            allowed = []
+            if meta.get("choices"):
+                allowed.append("one of " + ", ".join(map(str, meta["choices"])))
+            for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if k in meta:
+                    allowed.append(f"{sym} {meta[k]}")
+            if meta.get("nonempty"):
+                allowed.append("not empty")
+            value = OmegaConf.select(cfg, key)
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            rows.append((key, str(shown), type_name(tp), ", ".join(allowed), meta.get("help", "")))
+
+    walk(module.Config, f"{name}.")
+    scale = cfg.get("scale")
+    doc = (module.__doc__ or "").strip().splitlines()
+    out = [f"{name}: {doc[0] if doc else ''}".rstrip(), f"keys at scale={scale} "
+           "(quadrun experiment=NAME KEY=VALUE ...):", ""]
+    width = max(len(r[0]) for r in rows)
+    for key, value, tp, allowed, text in rows:
+        out.append(f"  {key.ljust(width)}  {value}   ({tp}{'; ' + allowed if allowed else ''})")
+        if text:
+            out.append(f"  {' ' * width}    {text}")
+    unread = getattr(module, "VARIANTS", ())
+    if unread:
+        out += ["", "Keys read only by some variants:"]
+        for table in unread:
+            for variant, keys in table.reads.items():
+                if keys:
+                    out.append(f"  {table.label()}={variant}: " + ", ".join(f"{name}.{k}" for k in keys))
+    return "\n".join(out)
+
+
+_STARTED: list = []       # the run folder Hydra made for this process, once it made it
+
+
+def _stop_before_start(signum, _frame) -> None:
+    """SIGTERM before the run installs its own handler: the same clean exit as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def _forget_empty_folder() -> None:
+    """A run stopped before it started leaves no folder behind: remove the one Hydra made
+    for it if nothing but Hydra's own files is in it."""
+    import shutil
+
+    for folder in _STARTED:
+        left = [p for p in folder.rglob("*") if p.is_file()
+                and ".hydra" not in p.relative_to(folder).parts
+                and p.name not in ("quadrun.log", ".quadrun.lock")]
+        if folder.is_dir() and not left:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list | None = None) -> None:
+    import signal
+
+    # OpenMP threads sleep when they wait instead of spinning on cores other processes
+    # need (set before torch loads its OpenMP runtime; a value already set is kept)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         experiments = registry.load_all()
         register(experiments)
@@ -430,6 +651,7 @@ def main(argv: list | None = None) -> None:
     except ValueError as exc:  # Hydra's own argument checks (e.g. -m with --cfg)
         _error(f"arguments: {str(exc).splitlines()[0]}")
     except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed
+        _forget_empty_folder()
         _error("interrupted before the run started; nothing to resume", EXIT_INTERRUPTED)
 
 
@@ -439,24 +661,40 @@ def _task(cfg):
 
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
+        folder = Path(hc.runtime.output_dir)
+        if not (folder / "meta.json").exists():   # made for this run, not a resumed one
+            _STARTED.append(folder)
         return _run_one(cfg, sweep=False)
     from omegaconf import open_dict
 
     from quadrun import sweeps
 
     job_dir, sweep_dir = Path(hc.runtime.output_dir), Path(str(hc.sweep.dir))
+    sweeps.die_with_parent()
     summary = sweeps.before_job(cfg, job_dir, sweep_dir)
     if summary is None:
-        with sweeps.device_slot(cfg, sweep_dir):
+        in_sweep_process = "SUBMITIT_EXECUTOR" not in os.environ
+        with sweeps.device_slot(cfg, sweep_dir), \
+                (sweeps.quiet_console() if in_sweep_process else _nothing()):
             threads = sweeps.slot_threads(cfg)
             if threads and not cfg.threads:
                 with open_dict(cfg):
                     cfg.threads = threads
             summary = _run_one(cfg, sweep=True)
         sweeps.after_job(cfg, job_dir, sweep_dir, summary.get("status", "failed"))
+        if in_sweep_process:   # submitit's jobs are reported by the sweeper when they end
+            total = os.environ.get(sweeps.TOTAL)
+            print(sweeps.job_line(job_dir, summary, hc.job.num + 1, int(total) if total else None),
+                  file=sys.stderr, flush=True)
     if "optuna" in str(hc.sweeper.get("_target_", "")):
         return _objective(cfg, summary)
     return summary
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _objective(cfg, summary: dict) -> float:
@@ -478,14 +716,13 @@ def _run_one(cfg, sweep: bool) -> dict:
     from quadrun.runner import run
 
     try:
-        summary = run(cfg, after=_report)
+        summary = run(cfg, after=_report_quietly if sweep else _report)
     except (ConfigError, CheckpointError) as exc:
         if sweep:  # one bad job never stops the others; its summary says why
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_BAD_INPUT)
     except RunFailed as exc:
         if sweep:
-            print(f"quadrun: job {HydraConfig.get().runtime.output_dir}: {exc}", file=sys.stderr)
             return {"status": "failed", "error": str(exc)}
         _error(str(exc), EXIT_FAILED)
     except Interrupted as exc:
@@ -497,8 +734,12 @@ def _run_one(cfg, sweep: bool) -> dict:
     return summary
 
 
-def _report(run_dir: Path) -> None:
-    """The run's own report/ (its figures in plots/), from the folder, with the claims the
+def _report_quietly(run_dir: Path) -> None:
+    _report(run_dir, show=False)
+
+
+def _report(run_dir: Path, show: bool = True) -> None:
+    """The run's own report/ (tables and figures), from the folder, with the claims the
     run decided; a report that cannot be written is logged and never loses the run."""
     import logging
     import traceback
@@ -507,12 +748,12 @@ def _report(run_dir: Path) -> None:
 
     log = logging.getLogger("quadrun")
     try:
-        result = report.build([run_dir], out=run_dir / vocab.REPORT,
-                              figures=run_dir / vocab.PLOTS, quiet=True)
+        result = report.build([run_dir], out=run_dir / vocab.REPORT, quiet=True)
     except Exception:
         log.error("could not write the report:\n%s", traceback.format_exc())
         return
-    report.print_claims(result["claims"])
+    if show:
+        report.print_claims(result["claims"])
     log.info("report: %s", run_dir / vocab.REPORT / "table.md")
 
 

@@ -13,6 +13,7 @@ import time
 log = logging.getLogger("quadrun")
 
 EVERY_S = 2.0
+QUIET = False      # a sweep job in the sweep's own process: no bar, lines to the log file only
 
 
 def _duration(seconds: float) -> str:
@@ -33,7 +34,7 @@ class Progress:
         self.t0 = self.last = time.perf_counter()
         self.shown_first, self.shown_step = False, None
         self.bar = None
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not QUIET:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar,
                                        TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 

@@ -11,7 +11,8 @@ paper's protocol:
                   claims(records, c): the evidence from records, decided; torch-free
     lab.py        cells(c) and measure(c, cell, ctx): the models, learners, targets and
                   evaluation the paper needs; imports torch at the top
-    figures.py    figures(records, c, save): drawn from records (matplotlib)
+    plots.py      figures(records, c, save): drawn from records (matplotlib); not named
+                  figures.py, which would shadow the entry point's figures() once imported
 
 The entry point (the package's __init__, or a one-module experiment such as
 tests/plugins/toy.py) has:
@@ -24,6 +25,10 @@ tests/plugins/toy.py) has:
     summarize(records, c) -> dict derived results for summary.json (may set "status")
     figures(records, c, save)     its figures; save(fig, name)
     check(cfg)                    checks of the whole config before anything is created
+    memory(c) -> (bytes, key, what)  the largest cell's memory, estimated from the config
+                                  alone: a config that cannot fit where it will run is
+                                  refused before anything is created (memory_check=false
+                                  lets an expert go on)
     VARIANTS = (Variants, ...)    quadrun.schema.Variants: the keys each strategy, learner,
                                   arch... reads; an unread override is reported before the
                                   run and is left out of the fingerprint and the grouping
@@ -34,7 +39,7 @@ tests/plugins/toy.py) has:
 quadrun.artifacts.RunContext (device, seed, stop checks, shared objects, saved models).
 The runner owns the loop over cells (stop checks, resume, progress) and decides the claims
 once; quadrun-report renders them. The entry point must import without torch (the CLI
-validates configs without it): a package's __init__ calls into lab.py and figures.py
+validates configs without it): a package's __init__ calls into lab.py and plots.py
 from inside its functions.
 
 Helpers that are not about the paper live beside what they serve: models in quadrun/nn/,

@@ -35,11 +35,11 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import yaml
 
-from quadrun import vocab
+from quadrun import stats, vocab
 
 log = logging.getLogger("quadrun")
 
@@ -56,19 +56,22 @@ class Run:
         self.summary: dict = {}
         self.status = vocab.UNFINISHED
         self.error: Optional[str] = None
+        from quadrun.errors import CheckpointError
+        from quadrun.runfolder import read_json_dict
+
         path = folder / vocab.SUMMARY
         if path.exists():
             try:
-                self.summary = json.loads(path.read_text())
-                self.status = self.summary.get("status", "failed")
-            except (ValueError, OSError) as exc:
-                self.status, self.error = "failed", f"corrupt summary.json ({exc.__class__.__name__})"
+                self.summary = read_json_dict(path)
+                self.status = str(self.summary.get("status", "failed"))
+            except CheckpointError:
+                self.status, self.error = "failed", "damaged summary.json"
         elif (folder / vocab.META).exists():
             try:
-                if json.loads((folder / vocab.META).read_text()).get("end"):
+                if read_json_dict(folder / vocab.META).get("end"):
                     self.status, self.error = "failed", "missing summary.json"
-            except ValueError:
-                self.status, self.error = "failed", "corrupt meta.json"
+            except CheckpointError:
+                self.status, self.error = "failed", "damaged meta.json"
         if self.status == "failed" and self.error is None:
             self.error = str(self.summary.get("error", "failed"))
         if self.status == "interrupted" and self.error is None:
@@ -217,19 +220,10 @@ def experiment_config(module, run: Run):
 
 
 # -- numbers and cells ---------------------------------------------------------------------------
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def stats(values: list) -> dict:
+def _cell_stats(values: list) -> dict:
     """mean, sample std (ddof=1; 0 for one value) and n of the finite numbers."""
-    values = [float(v) for v in values if _is_number(v)]
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "std": None, "n": 0}
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n}
+    values = stats.finite(values)
+    return {"mean": stats.mean(values), "std": stats.std(values), "n": len(values)}
 
 
 def fmt_number(x) -> str:
@@ -276,11 +270,19 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        lines = [f"% {_tex(self.title)}"] + [f"% {_tex(h)}" for h in self.header]
-        lines += [r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\hline",
-                  " & ".join(_tex(h) for h in self.columns) + r" \\", r"\hline"]
-        lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in self.rows]
-        lines += [r"\hline", r"\end{tabular}"]
+        """A booktabs table: key columns left-aligned, number columns right-aligned with
+        mean $\\pm$ std in math mode; what every row shares in the caption."""
+        numeric = [i >= self.keys and all(_numberish(r[i]) for r in self.rows)
+                   for i in range(len(self.columns))]
+        spec = "".join("r" if n else "l" for n in numeric)
+        caption = "; ".join(_tex(h) for h in self.header)
+        lines = [r"\begin{table}[ht]", r"\centering\small",
+                 rf"\caption{{{_tex(self.title)}{'. ' + caption if caption else ''}}}",
+                 rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(_tex(h) for h in self.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(_tex_number(c) if n else _tex(c) for c, n in zip(row, numeric))
+                  + r" \\" for row in self.rows]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         return "\n".join(lines) + "\n"
 
     def blocks(self, width: int) -> list:
@@ -302,6 +304,39 @@ class Table:
         return out
 
 
+def _numberish(cell: str) -> bool:
+    head = cell.split(" ± ")[0].split("/")[0]
+    try:
+        float(head)
+        return True
+    except ValueError:
+        return cell == "-"
+
+
+def _tex_number(cell: str) -> str:
+    if " ± " in cell:
+        mean, std = cell.split(" ± ", 1)
+        return f"${mean} \\pm {std}$"
+    return cell
+
+
+def claims_latex(claims: list) -> str:
+    """The verdicts as a short booktabs table: claim, verdict, and the first clause of why
+    (the full text is in claims.json and table.md)."""
+    lines = [r"\begin{table}[ht]", r"\centering\small",
+             r"\caption{Claims and verdicts" + (r" (scale=smoke: not evidence)" if claims and
+                                               all(is_smoke(c) for c in claims) else "") + "}",
+             r"\begin{tabular}{llp{0.5\linewidth}}", r"\toprule",
+             r"claim & verdict & why \\", r"\midrule"]
+    for c in claims:
+        why = c["why"].split(";")[0].strip()
+        why = why if len(why) <= 90 else why[:89] + "…"
+        name = c["id"] + (" (ext.)" if c.get("extension") else "")
+        lines.append(f"{_tex(name)} & {_tex(shown_verdict(c))} & {_tex(why)} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
                  ("#", r"\#"), ("±", r"$\pm$"), ("^", r"\^{}"), ("<=", r"$\le$"), (">=", r"$\ge$")):
@@ -313,7 +348,7 @@ def _aggregate(values: list) -> dict:
     flags = [v for v in values if isinstance(v, bool)]
     if flags and len(flags) == len([v for v in values if v is not None]):
         return {"true": sum(flags), "n": len(flags)}
-    return stats(values)
+    return _cell_stats(values)
 
 
 def records_table(title: str, rows_in: list, keys: list) -> Table:
@@ -323,7 +358,7 @@ def records_table(title: str, rows_in: list, keys: list) -> Table:
     metrics = []
     for r in records:
         for k, v in r.items():
-            if k not in skip and k not in metrics and (_is_number(v) or isinstance(v, bool)):
+            if k not in skip and k not in metrics and (stats.is_number(v) or isinstance(v, bool)):
                 metrics.append(k)
     statuses = sorted({str(r.get("status")) for r in records
                        if r.get("status") not in (None, "completed")})
@@ -341,7 +376,9 @@ def records_table(title: str, rows_in: list, keys: list) -> Table:
         counts = [str(sum(str(r.get("status")) == s for r in members)) for s in statuses]
         rows.append(list(key) + [str(len(members))] + counts + [fmt_cell(cells[m]) for m in metrics])
         data.append((key, cells))
-    return _simplify(Table(title, columns, rows, keys=len(key_names), data=data))
+    header = ["numbers: mean ± sample standard deviation over the `count` records of a row; "
+              "k/n: flags true in k of n"] if any(" ± " in c for r in rows for c in r) else []
+    return _simplify(Table(title, columns, rows, header=header, keys=len(key_names), data=data))
 
 
 def _sort_key(x: str):
@@ -382,8 +419,13 @@ def _simplify(table: Table) -> Table:
 
 
 def claims_table(title: str, claims: list) -> Table:
-    rows = [[c.get("group", ""), c["id"], c["verdict"], c["statement"], c["measured"], c["target"],
-             c["why"], c["source"]] for c in claims]
+    rows = [[c.get("group", ""), c["id"] + (" (extension)" if c.get("extension") else ""),
+             shown_verdict(c), c["statement"], c["measured"], c["target"],
+             c["why"] + (f". Next: {c['next']['text']}" if isinstance(c.get("next"), dict)
+                         and c["next"].get("text") else ""), c["source"]]
+            for c in claims]
+    if claims and all(is_smoke(c) for c in claims):
+        title = f"{title} ({SMOKE_NOTE})"
     columns = ["group", "claim", "verdict", "statement", "measured", "target", "why", "source"]
     if not any(r[0] for r in rows):
         columns, rows = columns[1:], [r[1:] for r in rows]
@@ -412,13 +454,45 @@ class Study:
         self.claims = self._claims(finished)
 
     def _claims(self, finished: list) -> list:
-        """One run: the claims it decided and stored. Several: decided on the pooled records."""
+        """One run: the claims it decided and stored. Several: decided on the pooled records
+        (with the scale and device the runs share). Each `next` command gets its folder and
+        a time."""
         if len(finished) == 1 and isinstance(finished[0].summary.get("claims"), list):
             found = [c for c in finished[0].summary["claims"] if isinstance(c, dict)]
         else:
-            found = self._decide()
-        return [{**c, "group": self.group} if self.group and self.label else dict(c)
+            scales = {str(r.summary.get("scale")) for r in finished}
+            devices = {str(r.meta.get("device")) for r in finished}
+            shared = {"scale": scales.pop() if len(scales) == 1 else "mixed",
+                      "device": devices.pop() if len(devices) == 1 else "mixed"}
+            found = [{**shared, **c} for c in self._decide()]
+        return [self._next({**c, "group": self.group} if self.group and self.label else dict(c))
                 for c in found]
+
+    def folder(self) -> Optional[Path]:
+        """The sweep folder of the study's runs (their common parent), or its one run's."""
+        folders = {r.folder for r in self.runs}
+        if len(folders) == 1:
+            return next(iter(folders))
+        parents = {f.parent for f in folders}
+        return parents.pop() if len(parents) == 1 else None
+
+    def _next(self, c: dict) -> dict:
+        """`next.text`: the command with its folder, and how long it should take."""
+        from quadrun import estimate
+
+        step = c.get("next")
+        if not isinstance(step, dict) or not step.get("command"):
+            return c
+        folder = self.folder()
+        command = step["command"].replace("{folder}", str(folder) if folder else "<sweep folder>")
+        jobs = step.get("jobs")
+        when = ""
+        if jobs:
+            rate = estimate.per_job(self.experiment, str(c.get("scale") or "cpu"))
+            when = f" ({jobs} new run{'s' if jobs != 1 else ''}" + (
+                f", about {estimate.duration(rate[0] * jobs)} one at a time, from {rate[1]} "
+                "earlier runs)" if rate else ")")
+        return {**c, "next": {**step, "text": command + when}}
 
     def _decide(self) -> list:
         fn = getattr(self.module, "claims", None)
@@ -433,7 +507,17 @@ class Study:
             return []
 
 
-def studies(runs: list) -> list:
+def _code(run: Run) -> str:
+    from quadrun import identity
+
+    code = run.summary.get("code")
+    return identity.code_fingerprint(code) if isinstance(code, dict) else "unknown"
+
+
+def studies(runs: list, mix_code: bool = False) -> list:
+    """The runs as studies: by experiment, then by the overrides that define a study. Runs
+    whose code identities differ are not pooled (each code is its own group, labelled
+    `code=...`) unless `mix_code`."""
     by_exp = defaultdict(list)
     for r in runs:
         by_exp[r.experiment].append(r)
@@ -441,9 +525,14 @@ def studies(runs: list) -> list:
     for exp in sorted(by_exp):
         module = experiment_module(exp)
         pool = tuple(getattr(module, "POOL", ()))
+        codes = {_code(r) for r in by_exp[exp] if r.status in FINISHED}
+        split = len(codes) > 1 and not mix_code
         groups = defaultdict(list)
         for r in by_exp[exp]:
-            groups[r.group(pool, module)].append(r)
+            key = r.group(pool, module)
+            if split:
+                key = " ".join(filter(None, [key, f"code={_code(r)}"]))
+            groups[key].append(r)
         out += [Study(exp, g, groups[g], module, label=len(groups) > 1) for g in sorted(groups)]
     return out
 
@@ -455,6 +544,32 @@ def _status_line(runs: list) -> str:
     order = list(vocab.STATUSES) + [vocab.UNFINISHED]
     parts = [f"{counts[s]} {s}" for s in order if counts[s]]
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(parts)
+
+
+def claims_line(exp: str, claims: list, level: float = 0.05) -> str:
+    """`relinear: 9 claims: 3 hold, 1 fails, 4 inconclusive, 1 not measured; after Holm's
+    correction over the 6 with a p-value, 2 of the 3 that hold still hold at 0.05` (each
+    claim itself stays a 95 % statement; `p` is its p-value in the claimed direction)."""
+    from quadrun.stats import holm
+
+    counts = defaultdict(int)
+    for c in claims:
+        counts[c["verdict"]] += 1
+    words = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive",
+             "not_measured": "not measured"}
+    parts = [f"{counts[v]} {words[v] if counts[v] != 1 else v.replace('_', ' ')}"
+             for v in vocab.VERDICTS if counts[v]]
+    smoke = " (scale=smoke: not evidence)" if claims and all(is_smoke(c) for c in claims) else ""
+    text = f"{exp}: {len(claims)} claim{'s' if len(claims) != 1 else ''}{smoke}: " + ", ".join(parts)
+    tested = [c for c in claims if isinstance(c.get("values", {}).get("p"), (int, float))
+              and not isinstance(c["values"]["p"], bool)]
+    if tested:
+        adjusted = holm([c["values"]["p"] for c in tested])
+        held = [a for c, a in zip(tested, adjusted) if c["verdict"] == "holds"]
+        still = sum(a <= level * (1 + 1e-9) for a in held)
+        text += (f"; after Holm's correction over the {len(tested)} with a p-value, {still} of "
+                 f"the {len(held)} that hold still hold at {level:g}")
+    return text
 
 
 def _tables(exp: str, group_studies: list) -> list:
@@ -494,7 +609,7 @@ def _write_csv(path: Path, runs: list, group_of: dict) -> None:
 
 
 def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, mix_code: bool = False) -> dict:
     """Write the report for the runs under `paths` into `out` (default <first PATH>/report),
     figures into `figures` (default: `out`); return {"runs", "studies", "claims",
     "tables", "out", "figures"}."""
@@ -502,7 +617,7 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     out = Path(out) if out else Path(paths[0]) / vocab.REPORT
     out.mkdir(parents=True, exist_ok=True)
     figures = Path(figures) if figures else out
-    all_studies = studies(runs)
+    all_studies = studies(runs, mix_code)
     group_of = {r.folder: s.group for s in all_studies for r in s.runs}
     claims, tables, made = [], [], []
     by_exp = defaultdict(list)
@@ -517,7 +632,8 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
             made += _figures(s, figures)
     claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
     problems = [r for r in runs if r.status != "completed"]
-    md = [f"{_status_line(runs)}\n"] + [t.markdown() for t in claim_tables + tables]
+    lines = [_status_line(runs)] + [claims_line(exp, cs) for exp, cs in claims]
+    md = ["  \n".join(lines) + "\n"] + [t.markdown() for t in claim_tables + tables]
     undecided = [s for s in all_studies if s.error]
     if undecided:
         md.append("### Claims not decided\n\n" + "".join(
@@ -527,7 +643,10 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
         md.append("### Runs not completed\n\n" + "".join(
             f"- `{r.folder}`: {r.status}{': ' + r.error if r.error else ''}\n" for r in problems))
     (out / "table.md").write_text("\n".join(md))
-    (out / "table.tex").write_text("\n".join(t.latex() for t in claim_tables + tables))
+    (out / "table.tex").write_text(
+        "% tables for a paper: \\usepackage{booktabs}; numbers are mean $\\pm$ sample std over "
+        "the runs of a row\n" + "\n".join([claims_latex([c for _, cs in claims for c in cs])]
+                                          + [t.latex() for t in tables]))
     (out / "claims.json").write_text(json.dumps(
         [{"experiment": exp, **c} for exp, cs in claims for c in cs], indent=2, default=str) + "\n")
     _write_csv(out / "results.csv", runs, group_of)
@@ -568,23 +687,65 @@ VERDICT_STYLE = {"holds": "bold green", "fails": "bold red", "inconclusive": "ye
                  "not_measured": "dim"}
 
 
+SMOKE_NOTE = ("scale=smoke: a check that the code runs end to end; these verdicts are not "
+              "evidence about the paper (run the cpu or paper scale for that)")
+
+
+def is_smoke(claim: dict) -> bool:
+    return claim.get("scale") == "smoke"
+
+
+def shown_verdict(claim: dict) -> str:
+    """The verdict as shown: a smoke run's in parentheses (never a bare holds or fails)."""
+    return f"({claim['verdict']})" if is_smoke(claim) else claim["verdict"]
+
+
 def print_claims(claims: list, console=None, title: str = "Claims") -> None:
-    """The claims as a two-column table (verdict | claim, measured, target, why)."""
+    """The claims as a two-column table (verdict | claim, measured, target, why); a smoke
+    run's under a heading that says they are not evidence."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
     console = console or Console()
     if not claims:
         return
-    rt = RichTable(title=title, show_lines=True, expand=False)
+    smoke = all(is_smoke(c) for c in claims)
+    rt = RichTable(title=f"{title} ({SMOKE_NOTE})" if smoke else title, show_lines=True,
+                   expand=False)
     rt.add_column("verdict", no_wrap=True)
     rt.add_column("claim", overflow="fold")
     for c in claims:
-        text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}: "
+        ext = " [extension: quadrun's own, not the paper's]" if c.get("extension") else ""
+        text = (f"[bold]{c['id']}[/]{' (' + c['group'] + ')' if c.get('group') else ''}{ext}: "
                 f"{c['statement']}\nmeasured: {c['measured']}\ntarget: {c['target']}\n"
                 f"why: {c['why']}")
-        rt.add_row(f"[{VERDICT_STYLE.get(c['verdict'], '')}]{c['verdict']}[/]", text)
+        if isinstance(c.get("next"), dict) and c["next"].get("text"):
+            text += f"\nnext: {c['next']['text']}"
+        style = "dim" if is_smoke(c) else VERDICT_STYLE.get(c["verdict"], "")
+        rt.add_row(f"[{style}]{shown_verdict(c)}[/]", text)
     console.print(rt)
+
+
+def print_claims_compact(claims: list, console=None) -> None:
+    """One line per claim: verdict, id, what was measured (cut to the terminal's width)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console()
+    if any(is_smoke(c) for c in claims):
+        console.print(f"claims ({SMOKE_NOTE}):", highlight=False)
+    width = max(40, console.width)
+    for c in claims:
+        verdict = shown_verdict(c)
+        head = f"  {verdict:<14} {c['id']}{' (' + c['group'] + ')' if c.get('group') else ''}: "
+        body = c["measured"].replace("\n", " ")
+        line = head + body
+        if len(line) > width:
+            line = line[:width - 1] + "…"
+        style = "dim" if is_smoke(c) else VERDICT_STYLE.get(c["verdict"], "")
+        text = Text(line)
+        text.stylize(style, 2, 2 + len(verdict))
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 def print_table(table: Table, console) -> None:
@@ -616,6 +777,12 @@ def print_report(result: dict) -> None:
         if r.status != "completed":
             console.print(f"[yellow]{r.status}[/]: {r.folder}{': ' + r.error if r.error else ''}",
                           markup=True, highlight=False)
+    by_exp = defaultdict(list)
+    for s in result["studies"]:
+        by_exp[s.experiment] += s.claims
+    for exp, claims in by_exp.items():
+        if claims:
+            console.print(claims_line(exp, claims), highlight=False)
     console.print(f"{_status_line(result['runs'])}; report written to {result['out']}",
                   highlight=False)
 
@@ -633,21 +800,93 @@ def recent_runs(root: Path, experiment: Optional[str] = None, limit: int = 20) -
     return runs[:limit]
 
 
-def print_runs(runs: list) -> None:
+def shorten(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters (`…` marks the cut), so both ends of a
+    path stay readable and nothing wraps."""
+    if len(text) <= width or width < 5:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _took(runs: list) -> str:
+    from quadrun.estimate import duration
+
+    starts = [r.meta.get("start") for r in runs if r.meta.get("start")]
+    ends = [r.meta.get("end") for r in runs if r.meta.get("end")]
+    if not starts or not ends or len(ends) < len(runs):
+        return "-"
+    import datetime as dt
+
+    try:
+        span = dt.datetime.fromisoformat(max(ends)) - dt.datetime.fromisoformat(min(starts))
+    except ValueError:
+        return "-"
+    return duration(span.total_seconds())
+
+
+def _state_counts(runs: list) -> str:
+    counts: dict = {}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def listing(root: Path, experiment: Optional[str] = None, limit: int = 20) -> list:
+    """The newest runs and sweeps under `root` (./outputs), of one experiment or all:
+    [(folder, [Run] (one for a run, its jobs for a sweep), is_sweep)], newest first."""
+    entries = []
+    for exp_dir in sorted(Path(root).glob("*")):
+        if not exp_dir.is_dir() or (experiment and exp_dir.name != experiment):
+            continue
+        entries += [(p, [Run(p)], False) for p in exp_dir.glob("*") if (p / ".hydra").is_dir()]
+        for sweep in exp_dir.glob("multirun/*"):
+            jobs = [Run(p) for p in sorted(sweep.iterdir()) if (p / ".hydra").is_dir()]
+            if jobs:
+                entries.append((sweep, jobs, True))
+    entries.sort(key=lambda e: (min((r.meta.get("start") or "") for r in e[1]), str(e[0])),
+                 reverse=True)
+    return entries[:limit]
+
+
+def print_runs(entries: list, root: Path = Path("outputs")) -> None:
+    """One row per run and per sweep: its folder relative to outputs/ (never wrapped), state
+    (a sweep: its jobs' states), start, duration, and the headline (the experiment's
+    HEADLINE values, or the overrides)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    rt = RichTable(title="recent runs (newest first)")
-    for name in ("folder", "state", "step", "started", "overrides"):
-        rt.add_column(name, overflow="fold")
-    for r in runs:
-        step = r.last_step
-        rt.add_row(str(r.folder), r.state, "-" if step is None else str(step),
-                   (r.meta.get("start") or "-")[:19].replace("T", " "),
-                   " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)")
-    Console().print(rt)
-    if any(r.state in ("killed", "interrupted") for r in runs):
-        print("continue a killed or interrupted run with: quadrun resume=<folder>")
+    from quadrun.sweeps import headline
+
+    console = Console()
+    rows = []
+    for folder, runs, sweep in entries:
+        try:
+            shown = str(folder.relative_to(root))
+        except ValueError:
+            shown = str(folder)
+        start = min((r.meta.get("start") or "-") for r in runs)[5:16].replace("T", " ")
+        if sweep:
+            state = f"{len(runs)} jobs: {_state_counts(runs)}"
+            what = " ".join(o for o in runs[0].overrides if o.startswith("experiment="))
+        else:
+            r = runs[0]
+            state = r.state + (f" at step {r.last_step}" if r.state not in FINISHED and r.last_step else "")
+            what = headline(r.experiment, r.summary) or \
+                " ".join(o for o in r.overrides if not o.startswith("hydra.")) or "(defaults)"
+        rows.append((shown, state, start, _took(runs), what))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in (1, 2, 3)]
+    width = max(20, console.width - sum(widths) - 16 - 30)   # the headline keeps 30 columns
+    rt = RichTable(title=f"recent runs and sweeps in {root}/ (newest first)")
+    rt.add_column("folder", no_wrap=True)
+    for name in ("state", "started", "took"):
+        rt.add_column(name, no_wrap=True)
+    rt.add_column("headline / overrides", overflow="fold")
+    for shown, *rest in rows:
+        rt.add_row(shorten(shown, width), *rest)
+    console.print(rt)
+    if any(r.state in ("killed", "interrupted") for _, runs, _ in entries for r in runs):
+        print("continue a killed or interrupted run with: quadrun resume=outputs/<folder>")
 
 
 def sweep_status(sweep_dir: Path) -> list:
@@ -670,17 +909,27 @@ def sweep_status(sweep_dir: Path) -> list:
 
 
 def print_status(sweep_dir: Path, rows: list) -> None:
+    """One row per job: its name (its overrides, shortened in the middle, never wrapped),
+    state, last step, duration and headline."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from quadrun.sweeps import headline
+
+    console = Console()
     rt = RichTable(title=f"sweep {sweep_dir}")
-    for name in ("job (its overrides)", "state", "step"):
-        rt.add_column(name, overflow="fold")
+    rt.add_column("job (its overrides)", no_wrap=True)
+    for name in ("state", "step", "took"):
+        rt.add_column(name, no_wrap=True)
+    rt.add_column("headline", overflow="fold")
+    width = max(20, console.width - 9 - 6 - 9 - 16 - 24)      # the headline keeps 24 columns
     counts: dict = {}
     for folder, state, step, _ in rows:
         counts[state] = counts.get(state, 0) + 1
-        rt.add_row(folder.name, state, "-" if step is None else str(step))
-    console = Console()
+        run = Run(folder) if (folder / vocab.META).exists() else None
+        rt.add_row(shorten(folder.name, width), state, "-" if step is None else str(step),
+                   _took([run]) if run else "-",
+                   headline(run.experiment, run.summary) if run else "")
     console.print(rt)
     console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
                   highlight=False)
@@ -692,6 +941,9 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: <first PATH>/report)")
     parser.add_argument("--runs", nargs="?", const="", metavar="EXPERIMENT",
                         help="list recent runs under ./outputs (of one experiment) and exit")
+    parser.add_argument("--mix-code", action="store_true",
+                        help="pool the records of runs made by different code (by default each "
+                             "code identity is its own group)")
     parser.add_argument("--status", action="store_true",
                         help="show the state of every job of the given sweep folders and exit")
     args = parser.parse_args(argv)
@@ -706,11 +958,11 @@ def main(argv: Optional[list] = None) -> None:
             print_status(sweep, sweep_status(sweep))
         return
     if args.runs is not None:
-        runs = recent_runs(Path("outputs"), args.runs or None)
-        if not runs:
+        entries = listing(Path("outputs"), args.runs or None)
+        if not entries:
             print(f"quadrun-report: error: --runs: no runs under outputs/{args.runs}", file=sys.stderr)
             sys.exit(2)
-        print_runs(runs)
+        print_runs(entries)
         return
     if not args.paths:
         parser.error("give run or sweep folders, or --runs")
@@ -722,7 +974,7 @@ def main(argv: Optional[list] = None) -> None:
         print(f"quadrun-report: error: paths: no run folders under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         sys.exit(2)
-    build(args.paths, args.out)
+    build(args.paths, args.out, mix_code=args.mix_code)
 
 
 if __name__ == "__main__":

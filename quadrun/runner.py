@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from quadrun import registry, vocab
+from quadrun import estimate, registry, vocab
 from quadrun.errors import CheckpointError, ConfigError, Interrupted, RunFailed
 from quadrun.schema import validate
 
@@ -62,14 +63,29 @@ def measure_cells(exp, c, ctx, cells: list) -> list:
     keys = [cell_key(cell) for cell in cells]
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"{exp.__name__}.cells: two cells share a key")
-    records = []
+    stale = ctx.stale_stages(keys)
+    if stale:
+        log.warning("measuring %d of %d finished cells again: other code measured them "
+                    "(this is %s)", len(stale), len(keys), ctx.code_fingerprint)
+    done = ctx.done_keys()
+    todo = [k for k in keys if k not in done]
+    log.info("%s", estimate.run_line(ctx.cfg.experiment, ctx.cfg.scale, len(keys),
+                                     len(keys) - len(todo)))
+    records, spent, measured = [], 0.0, 0
     for i, (cell, key) in enumerate(zip(cells, keys), 1):
-        if ctx.stop_requested:
-            raise Interrupted(f"stopped before cell {i}/{len(cells)} ({key}); finished cells are kept")
-        ctx.label = f"[{i}/{len(cells)}]" if len(cells) > 1 else ""
+        ctx.check_stop(f"before cell {i}/{len(cells)} ({key})")
+        left = ""
+        if measured and key in todo:     # the time left, from the cells measured so far
+            remaining = len(todo) - todo.index(key)
+            left = f", {estimate.duration(spent / measured * remaining)} left"
+        ctx.label = f"[{i}/{len(cells)}{left}]" if len(cells) > 1 else ""
         if len(cells) > 1:
-            log.info("cell %d/%d: %s", i, len(cells), key)
-        records.append(ctx.stage(key, lambda: {**cell, **exp.measure(c, cell, ctx)}))
+            log.info("cell %d/%d%s: %s", i, len(cells), left, key)
+        t0 = time.perf_counter()
+        records.append(ctx.stage(key, lambda: {**cell, **exp.measure(c, cell, ctx),
+                                               "threads": ctx.threads}))
+        if key in todo:
+            spent, measured = spent + time.perf_counter() - t0, measured + 1
     ctx.label = ""
     return records
 
@@ -153,8 +169,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None,
         raise RunFailed(f"run failed: {message} (traceback in {run_dir}/{vocab.LOG})") from exc
     finally:
         for s, handler in previous.items():
-            # after a stop the process only saves and exits: a second Ctrl-C must not
-            # turn that into a KeyboardInterrupt traceback
-            stopping = ctx.stop_requested and handler is signal.default_int_handler
-            signal.signal(s, signal.SIG_IGN if stopping else handler)
+            # after a stop the process only saves and exits: a second signal must not
+            # turn that into a traceback or a kill (exit 3 stays exit 3)
+            signal.signal(s, signal.SIG_IGN if ctx.stop_requested else handler)
         ctx.close()

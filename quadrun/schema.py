@@ -17,13 +17,29 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from quadrun.errors import ConfigError
 
 SCALES = ("smoke", "cpu", "paper")
+
+
+def config_dir() -> str:
+    """configs/ as shipped in the wheel (quadrun.configs), or the source checkout's."""
+    from importlib import resources
+    from pathlib import Path
+
+    try:
+        path = Path(str(resources.files("quadrun.configs")))
+        if (path / "config.yaml").exists():
+            return str(path)
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return str(Path(__file__).resolve().parent.parent / "configs")
 DEFAULT_EXPERIMENT = "relinear"     # the main job: `quadrun` with no overrides
 
 
 def spec(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
-         help: str = "") -> Any:
-    """A dataclass field with its allowed range. Bounds apply to every number in a list."""
-    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help).items()
+         nonempty: bool = False, help: str = "") -> Any:
+    """A dataclass field with its allowed range. Bounds apply to every number in a list;
+    `nonempty` refuses an empty list."""
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help,
+                                  nonempty=nonempty or None).items()
             if v is not None and v != ""}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
@@ -69,6 +85,8 @@ class SweepConfig:
                                                      "sharing the cores); 0: no packing")
     objective: Optional[str] = spec(None, help="summary key a search sweeper (optuna) "
                                                "optimises, e.g. test/acc")
+    max_jobs: int = spec(2000, ge=1, le=10**7, help="a sweep of more jobs is refused before "
+                                                    "anything starts")
 
 
 @dataclass
@@ -82,11 +100,15 @@ class BaseConfig:
     compile: bool = False
     cuda_graphs: bool = True
     deterministic: bool = False
-    threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default")
+    threads: int = spec(0, ge=0, le=1024, help="torch CPU threads; 0: the free cores (the "
+                                               "cores minus the machine's load, at least 1)")
     logger: str = spec("none", choices=["none", "tensorboard", "mlflow"],
                        help="a tracker beside the run folder (quadrun/tracking.py)")
     resume: Optional[str] = None
     data_dir: str = "data"
+    memory_check: bool = spec(True, help="refuse, before anything is created, a config whose "
+                                         "largest cell needs more memory than is free "
+                                         "(false: an expert goes on anyway)")
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -146,6 +168,8 @@ def _numbers(value):
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:
+    if meta.get("nonempty") and isinstance(value, (list, ListConfig)) and len(value) == 0:
+        raise ConfigError(f"{key}: empty; give at least one value")
     choices = meta.get("choices")
     if choices is not None and value is not None:
         values = value if isinstance(value, (list, ListConfig)) else [value]
@@ -250,6 +274,12 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
     _walk(cfg, root_schema(experiments), "", experiments)
+    if cfg.get("device") == "cuda":
+        import torch  # only for device=cuda: is there one?
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda asked for, but no CUDA device is visible here; "
+                              "use device=auto (CUDA when present) or device=cpu")
     logger = cfg.get("logger", "none")
     if logger != "none":
         import importlib.util
@@ -260,6 +290,47 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
     check = getattr(experiments[name], "check", None)
     if callable(check):  # experiment-specific checks, e.g. that a dataset folder exists
         check(cfg)
+    if cfg.get("memory_check", True):
+        check_memory(experiments[name], cfg)
+
+
+def available_memory(device: str) -> tuple:
+    """(bytes free, where) for a run on `device`: the GPU's free memory when the run will be
+    on one (nvidia-smi; no torch needed), else the host's available memory."""
+    import shutil
+    import subprocess
+
+    if device in ("auto", "cuda") and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,"
+                                  "nounits"], capture_output=True, text=True, timeout=10)
+            free = [int(v) for v in out.stdout.split() if v.strip().isdigit()]
+            if out.returncode == 0 and free:
+                return free[0] * 2 ** 20, "the GPU"
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024, "this machine"
+    except (OSError, KeyError, ValueError):
+        return None, "this machine"
+
+
+def check_memory(module, cfg) -> None:
+    """The experiment's estimate of its largest cell (`memory(c) -> (bytes, key, what)`,
+    optional in the entry point) against the memory free where it will run."""
+    estimate = getattr(module, "memory", None)
+    if not callable(estimate):
+        return
+    c = OmegaConf.to_object(cfg[cfg.experiment])
+    need, key, what = estimate(c)
+    free, where = available_memory(cfg.get("device", "auto"))
+    if free is None or need <= 0.8 * free:
+        return
+    raise ConfigError(f"{key}: the largest cell needs about {need / 2 ** 30:.3g} GB ({what}), "
+                      f"and {free / 2 ** 30:.3g} GB is free on {where}; use smaller values, or "
+                      "add memory_check=false to go on anyway")
 
 
 # -- variants: which keys each strategy, learner, arch... reads ---------------------------------

@@ -82,11 +82,21 @@ def journal(sweep_dir: Path, job_dir: Path, outcome: str, status: Optional[str])
         fh.write(line + "\n")
 
 
+def same_code(summary: dict) -> bool:
+    """Whether a job's summary was made by this code (quadrun.identity)."""
+    from quadrun import identity
+
+    code = summary.get("code")
+    return isinstance(code, dict) and identity.code_fingerprint(code) == identity.code_fingerprint()
+
+
 def finished(cfg, job_dir: Path) -> Optional[str]:
-    """Why a job need not run again ("completed", "diverged", "failed"), or None."""
-    status = _read_json(Path(job_dir) / vocab.SUMMARY).get("status")
+    """Why a job need not run again ("completed", "diverged", "failed"), or None. A job
+    finished by other code runs again (its cells are measured again)."""
+    summary = _read_json(Path(job_dir) / vocab.SUMMARY)
+    status = summary.get("status")
     if status in ("completed", "diverged"):
-        return status
+        return status if same_code(summary) else None
     if status == "failed":
         failed = int(_read_json(Path(job_dir) / vocab.META).get("failed_attempts", 1))
         if failed > int(cfg.sweep.retries):
@@ -99,7 +109,9 @@ def before_job(cfg, job_dir: Path, sweep_dir: Path) -> Optional[dict]:
     job_dir, sweep_dir = Path(job_dir), Path(sweep_dir)
     summary = _read_json(job_dir / vocab.SUMMARY)
     status = summary.get("status")
-    if status in ("completed", "diverged"):
+    if status in ("completed", "diverged") and not same_code(summary):
+        log.info("sweep: %s was %s by other code; measured again", job_dir.name, status)
+    elif status in ("completed", "diverged"):
         log.info("sweep: %s already %s; skipped", job_dir.name, status)
         journal(sweep_dir, job_dir, "skipped", status)
         return summary
@@ -132,6 +144,111 @@ def after_job(cfg, job_dir: Path, sweep_dir: Path, status: str) -> None:
         import subprocess
 
         subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, timeout=30)
+
+
+PARENT = "QUADRUN_SWEEP_PID"          # the launching process, for jobs that must die with it
+TOTAL = "QUADRUN_SWEEP_JOBS"          # the jobs this launch runs, for the [i/N] of each line
+
+
+def plan_line(cfg, launched: int, total: int) -> str:
+    """`30 jobs to run (4 finished before); about 12 min (median 24 s a job over ...)`."""
+    from quadrun import estimate
+
+    parallel = int(cfg.sweep.jobs_per_device) or 1
+    text = estimate.sweep_line(str(cfg.experiment), str(cfg.scale), launched, parallel)
+    skipped = total - launched
+    if skipped:
+        text = f"{text} ({skipped} of {total} finished before: not run again)"
+    return text
+
+
+@contextlib.contextmanager
+def quiet_console():
+    """While a sweep job runs in the sweep's own process (Hydra's basic launcher), its
+    progress and INFO lines go to its own quadrun.log only; the terminal gets one line per
+    job (`job_line`) and warnings."""
+    from quadrun import progress
+
+    root = logging.getLogger()
+    handlers = [h for h in root.handlers + log.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in handlers]
+    was = progress.QUIET
+    for h in handlers:
+        h.setLevel(max(h.level, logging.WARNING))
+    progress.QUIET = True
+    try:
+        yield
+    finally:
+        progress.QUIET = was
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
+
+
+def headline(experiment: str, summary: dict) -> str:
+    """`test/acc 88.2`: the experiment's HEADLINE keys of a summary (optional), else ''."""
+    import importlib
+
+    from quadrun import registry
+
+    try:
+        module = importlib.import_module(registry.names()[experiment])
+    except (KeyError, ImportError):
+        return ""
+    keys = getattr(module, "HEADLINE", ())
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    parts = []
+    for k in keys:
+        v = summary.get(k)
+        if isinstance(v, float):
+            parts.append(f"{k} {v:.4g}")
+        elif v is not None:
+            parts.append(f"{k} {v}")
+    return ", ".join(parts)
+
+
+def job_line(job_dir: Path, summary: dict, index: Optional[int] = None,
+             total: Optional[int] = None) -> str:
+    """One line for a finished job: `[3/30] <its overrides>: completed in 14 s; test/acc 88.2`
+    or `... failed (<folder>): <error>`."""
+    from quadrun.estimate import _seconds, duration
+
+    job_dir = Path(job_dir)
+    status = summary.get("status", "failed")
+    where = f"[{index}/{total}] " if index is not None and total else ""
+    took = _seconds(_read_json(job_dir / vocab.META))
+    text = f"{where}{job_dir.name}: {status}" + (f" in {duration(took)}" if took is not None else "")
+    if status in ("failed", "interrupted"):
+        why = str(summary.get("error") or summary.get("reason") or "").splitlines()[:1]
+        return f"{text} ({job_dir}){': ' + why[0] if why and why[0] else ''}"
+    head = headline(str(summary.get("experiment")), summary)
+    return f"{text}; {head}" if head else text
+
+
+def die_with_parent() -> None:
+    """A job that submitit's local launcher started (cluster=local) stops when the sweep
+    that launched it is gone, as if stopped by Ctrl-C (it checkpoints and exits 3, so a
+    resume of the sweep continues it). SLURM jobs outlive the submitting process by design
+    and are not watched."""
+    pid = os.environ.get(PARENT)
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or not pid:
+        return
+    import signal
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                log.warning("sweep: the launching process %s is gone; stopping this job", pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except (PermissionError, ValueError):
+                return
+
+    threading.Thread(target=watch, name="quadrun-parent-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -309,6 +426,20 @@ class SweepCallback(Callback):
             marker.unlink()
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        """The pooled claims of the whole sweep (one line each), its summary line and
+        where its report is."""
         import sys
 
-        print(summary_line(Path(str(config.hydra.sweep.dir))), file=sys.stderr)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        line = summary_line(sweep_dir)
+        try:
+            from rich.console import Console
+
+            from quadrun import report
+
+            result = report.build([sweep_dir], quiet=True)
+            report.print_claims_compact(result["claims"], Console(stderr=True))
+            line += f"; report: {result['out'] / 'table.md'}"
+        except Exception as exc:  # noqa: BLE001 - the jobs' results are saved; say why
+            line += f"; the report could not be written ({type(exc).__name__}: {exc})"
+        print(line, file=sys.stderr)

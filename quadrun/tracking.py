@@ -5,7 +5,7 @@ The run folder stays the record of a run; a tracker gets a copy as it is written
 - tensorboard: every logged number as a scalar, under <run>/tensorboard/.
 - mlflow: the resolved config as params, every logged number as a metric, the summary's
   numbers and the status, the claims' verdicts as tags, and summary.json, report/ and
-  plots/ as artifacts. By default into an embedded store under ./outputs/mlruns (a SQLite
+  its figures) as artifacts. By default into an embedded store under ./outputs/mlruns (a SQLite
   file and an artifact folder; nothing to start: `mlflow ui --backend-store-uri
   sqlite:///outputs/mlruns/mlflow.db` shows it), or the server in MLFLOW_TRACKING_URI.
   A resumed run continues the same MLflow run (its id is kept in meta.json).
@@ -96,9 +96,9 @@ class MLflow:
         for name in ("summary.json", "meta.json", "config.yaml"):
             if (run_dir / name).exists():
                 self.mlflow.log_artifact(str(run_dir / name))
-        for folder in ("report", "plots"):
-            if (run_dir / folder).is_dir() and any((run_dir / folder).iterdir()):
-                self.mlflow.log_artifacts(str(run_dir / folder), artifact_path=folder)
+        report = run_dir / "report"
+        if report.is_dir() and any(report.iterdir()):
+            self.mlflow.log_artifacts(str(report), artifact_path="report")
         self.mlflow.end_run()
 
 

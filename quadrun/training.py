@@ -139,17 +139,18 @@ def fit(model: torch.nn.Module, data, loss_fn: Callable, ctx: RunContext, tc, *,
     seconds = [0.0, 0.0]              # training, evaluation
     mon_key, mon_mode = monitor if monitor else (None, "max")
 
-    if checkpoint:
-        state = ctx.load_checkpoint(map_location=device)
-        if state is not None and state.get("name") == name:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            step, history, best = state["step"], state["history"], state["best"]
-            carried, seconds = tuple(state["window"]), list(state["seconds"])
-            set_rng_state(state["rng"])
-            ctx.truncate_metrics(step, name)
-            log.info("resumed %s from step %d (epoch %d)", name, step, step // steps_per_epoch)
+    state = ctx.load_checkpoint(map_location=device) if checkpoint else None
+    if state is None or state.get("name") != name:
+        ctx.truncate_metrics(-1, name)     # a fresh start: no points of an earlier attempt
+    else:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, history, best = state["step"], state["history"], state["best"]
+        carried, seconds = tuple(state["window"]), list(state["seconds"])
+        set_rng_state(state["rng"])
+        ctx.truncate_metrics(step, name)
+        log.info("resumed %s from step %d (epoch %d)", name, step, step // steps_per_epoch)
 
     loss_sum = torch.full((), carried[0], device=device)
     epoch_sum = torch.full((), carried[2], device=device)

@@ -16,10 +16,10 @@ META = "meta.json"              # versions, host, device, times, SLURM ids
 METRICS = "metrics.jsonl"       # one JSON object per logged point
 SUMMARY = "summary.json"        # records, claims, status; written last, atomically
 STAGES = "stages.json"          # records of finished cells (a resumed run skips them)
+ATTEMPTS = "attempts.jsonl"     # failed or interrupted attempts at a finished run
 LOG = "quadrun.log"             # Hydra's job log
 CHECKPOINTS = "checkpoints"     # last.pt, prev.pt, best.pt and named ones
-PLOTS = "plots"                 # the run's figures
-REPORT = "report"               # tables written by quadrun-report (a run writes its own)
+REPORT = "report"               # claims, tables and figures (quadrun-report; a run writes its own)
 OVERRIDES = ".hydra/overrides.yaml"
 
 # -- outcomes -------------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ VERDICTS = ("holds", "fails", "inconclusive", "not_measured")
 # -- keys that do not define a result -------------------------------------------------------------
 # Top-level keys: where and how the run ran.
 RUNTIME_KEYS = ("device", "precision", "compile", "cuda_graphs", "deterministic", "threads",
-                "logger", "resume", "data_dir", "sweep")
+                "logger", "resume", "data_dir", "sweep", "memory_check")
 # Keys of every training config (`<experiment>.train.*`, `<experiment>.<part>.train.*`):
 # how often to log and checkpoint.
 TRAIN_RUNTIME_KEYS = ("log_every", "checkpoint_every")

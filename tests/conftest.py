@@ -125,6 +125,27 @@ class FakeContext:
 
         RunContext.check_stop(self, where)
 
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.dir / "checkpoints" / f"{name}.pt"
+
+    def save_checkpoint(self, state: dict, name: str = "last") -> None:
+        from quadrun.artifacts import save_checkpoint
+
+        save_checkpoint(self.checkpoint_path(name), {**state, "fingerprint": self.fingerprint})
+
+    def save_model(self, name, model, **extra):
+        from quadrun.artifacts import RunContext
+
+        RunContext.save_model(self, name, model, **extra)
+
+    def load_model(self, name, model, made_by):
+        from quadrun.artifacts import RunContext
+
+        return RunContext.load_model(self, name, model, made_by)
+
+    def truncate_metrics(self, step, fit="train"):
+        self.rows = [r for r in self.rows if r.get("fit") != fit or r["step"] <= step]
+
     def log(self, step, metrics):
         self.rows.append({"step": step, **metrics})
         if self.stop_after is not None and len(self.rows) >= self.stop_after:

@@ -109,3 +109,27 @@ def test_fewer_events_error_rates():
         power += verdict(FewerEvents(), counts=(rng.binomial(15, 0.0), 15, rng.binomial(15, 0.5), 15)) == "holds"
     assert same / trials < 0.05
     assert power / trials > 0.8                         # 0 % vs 50 % at 15 a side
+
+
+def test_an_undecided_claim_carries_the_command_that_would_decide_it():
+    from quadrun.claims import seeds_command
+
+    command, jobs = seeds_command(15, 5, arms=2)
+    c = Claim("a", "s", "src", target="t", rule=Above(0))
+    out = c.decide(Evidence(interval=Interval(0, -1, 1), command=command, jobs=jobs))
+    assert out["next"] == {"command": "quadrun resume={folder} 'seed=range(0,15)'", "jobs": 20}
+    assert c.decide(Evidence(interval=Interval(1, 0.5, 2), command=command))["next"] is None
+    assert c.decide(missing("run the sweep", command="quadrun -m x", jobs=3))["next"] == \
+        {"command": "quadrun -m x", "jobs": 3}
+
+
+def test_exact_numbers_against_two_bounds():
+    from quadrun.claims import Exact, exact
+
+    rule = Exact(1.2, 1.5, unit="x per doubling")
+    assert rule.decide(exact(1.1))[0] == "holds" and rule.decide(exact(1.2))[0] == "holds"
+    assert rule.decide(exact(1.8))[0] == "fails"           # a CG-like growth
+    assert rule.decide(exact(1.35))[0] == "inconclusive"
+    assert rule.decide(exact(float("inf")))[0] == "fails"  # never reached
+    strict = Exact(1.0, strict=True)
+    assert strict.decide(exact(0.9))[0] == "holds" and strict.decide(exact(1.0))[0] == "fails"

@@ -149,8 +149,25 @@ def test_report_lists_recent_runs_with_state_and_step(tmp_path):
     (killed / "meta.json").write_text(json.dumps(meta))
     r = run_cli("--runs", "toy", cwd=tmp_path, toy=True, script="quadrun.report")
     assert r.returncode == 0, r.stderr
-    assert "continue a killed or interrupted run with: quadrun resume=<folder>" in r.stdout
+    assert "continue a killed or interrupted run with: quadrun resume=outputs/<folder>" in r.stdout
+    assert "killed at step 8" in r.stdout
     from quadrun.report import recent_runs
     runs = recent_runs(tmp_path / "outputs", "toy")
     assert [r.state for r in runs] == ["completed", "killed"]
     assert [r.last_step for r in runs] == [16, 8]
+
+
+def test_listings_never_wrap_a_path_and_show_a_sweep_as_one_row(tmp_path):
+    sweep = ["-m", "experiment=toy", "toy.train.epochs=1", "seed=0,1,2"]
+    assert run_cli(*sweep, cwd=tmp_path, toy=True).returncode == 0
+    assert run_cli("experiment=toy", "toy.train.epochs=1", cwd=tmp_path, toy=True).returncode == 0
+    for columns in ("80", "120", "140"):
+        r = run_cli("--runs", cwd=tmp_path, toy=True, script="quadrun.report",
+                    env={"COLUMNS": columns})
+        assert r.returncode == 0, r.stderr
+        rows = [l for l in r.stdout.splitlines() if "toy/" in l]
+        assert len(rows) == 2, r.stdout                     # one run, one sweep of 3 jobs
+        assert any("3 jobs: 3 completed" in l for l in rows)
+        assert all(len(l) <= int(columns) for l in r.stdout.splitlines())
+        folders = [l.split("│")[1].strip() for l in rows]
+        assert all(f.startswith("toy/") and (f.endswith(f.split("_")[-1])) for f in folders)

@@ -37,7 +37,7 @@ def test_every_experiment_keeps_the_contract(name, tmp_path):
         assert c["statement"] and c["target"] and c["why"]
     module = __import__(PLUGINS.get(name) or registry.EXPERIMENTS[name], fromlist=["x"])
     if hasattr(module, "figures"):
-        assert list((folder / vocab.PLOTS).glob("*.png")), "no figures written"
+        assert list((folder / vocab.REPORT).glob("*.png")), "no figures in report/"
     # the stored claims are what the run's report shows
     shown = json.loads((folder / vocab.REPORT / "claims.json").read_text())
     assert [c["verdict"] for c in shown] == [c["verdict"] for c in s["claims"]]
@@ -48,3 +48,18 @@ def test_every_experiment_keeps_the_contract(name, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to resume" in again.stderr
     assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_entry_points_functions_stay_functions(name):
+    """Importing a package's submodules (as its functions do) never rebinds its entry
+    points: a submodule named like a function (figures.py beside figures()) would."""
+    import importlib
+    import pkgutil
+
+    module = importlib.import_module(PLUGINS.get(name) or registry.EXPERIMENTS[name])
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        importlib.import_module(f"{module.__name__}.{info.name}")
+    for fn in ("cells", "measure", "claims", "summarize", "figures", "check", "memory"):
+        if hasattr(module, fn):
+            assert callable(getattr(module, fn)), f"{name}.{fn} is {getattr(module, fn)!r}"

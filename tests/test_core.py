@@ -307,7 +307,10 @@ def test_an_experiment_is_one_module_and_one_registry_line(tmp_path):
     (tmp_path / "mini.py").write_text('''
 from dataclasses import dataclass, field
 from typing import List
-from quadrun.claims import claim
+from quadrun.claims import Claim, Exact, decide, exact
+
+SQUARES = Claim("squares", "x^2 is x times x.", "algebra", target="no record differs",
+                rule=Exact(0))
 
 @dataclass
 class Config:
@@ -320,9 +323,8 @@ def measure(c, cell, ctx):
     return {"square": cell["x"] ** 2}
 
 def claims(records, c):
-    ok = all(r["square"] == r["x"] ** 2 for r in records)
-    return [claim("squares", "x^2 is x times x.", "algebra", measured=str(len(records)),
-                  target="all", verdict="holds" if ok else "fails", why="checked")]
+    wrong = sum(r["square"] != r["x"] ** 2 for r in records)
+    return decide([SQUARES], {"squares": exact(wrong, f"{wrong} of {len(records)} differ")})
 ''')
     env = {"QUADRUN_EXPERIMENTS": "mini=mini", "PYTHONPATH": str(tmp_path)}
     r = run_cli("experiment=mini", "mini.xs=[2,5]", cwd=tmp_path, env=env)
@@ -349,7 +351,7 @@ def test_derive_seed_is_stable_and_separates_streams():
 
 
 def test_fingerprint_ignores_how_a_run_runs_not_what_it_measures():
-    from quadrun.artifacts import config_fingerprint
+    from quadrun.identity import config_fingerprint
 
     base = OmegaConf.create({"experiment": "toy", "seed": 0, "device": "cuda", "cuda_graphs": True,
                              "deterministic": False, "compile": False,
@@ -427,3 +429,30 @@ def test_unread_keys_follow_the_variants_table():
     assert is_unread("x.b.lr", "x", unread) and not is_unread("x.strategy", "x", unread)
     assert drop_keys({"gamma": 1, "b": {"lr": 2}, "k": 3}, ["gamma", "b.lr"]) == {"b": {}, "k": 3}
     assert unread_keys(SimpleNamespace(), C()) == {}
+
+
+def test_a_config_that_cannot_fit_is_refused_before_anything_is_created(monkeypatch):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from quadrun import schema
+
+    module = SimpleNamespace(memory=lambda c: (10 ** 15, "x.size", "a 1 PB grid"))
+    cfg = OmegaConf.create({"experiment": "x", "device": "cpu", "memory_check": True,
+                            "x": {"size": 3}})
+    monkeypatch.setattr(OmegaConf, "to_object", lambda node: node)
+    with pytest.raises(ConfigError, match=r"^x.size: the largest cell needs about 9.31e\+05 GB "
+                                          r"\(a 1 PB grid\), and .* GB is free on this machine"):
+        schema.check_memory(module, cfg)
+    small = SimpleNamespace(memory=lambda c: (10 ** 6, "x.size", "1 MB"))
+    schema.check_memory(small, cfg)                       # fits: nothing said
+
+
+def test_expressivity_estimates_its_largest_dimension_cell():
+    from quadrun.experiments.expressivity.config import Config, memory
+
+    need, key, what = memory(Config(widths=[[16, 16, 16, 1]]))
+    assert key == "expressivity.widths" and "1683 parameters at 3366 points" in what
+    assert need == 6 * 8 * 3366 * 16 * 1683
+    assert memory(Config())[0] < 50 * 2 ** 20             # the default table: tens of MB

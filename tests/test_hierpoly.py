@@ -1002,7 +1002,7 @@ def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):
     assert len(s["records"]) == 80 + 12 + 24 + 16
     for p in s["records"]:
         assert set(p) == {"regime", "learner", "d", "replicate", "n", "stream_seed", "test_mse",
-                          "corr", "seconds", "status"}
+                          "corr", "seconds", "status", "threads"}
         assert (p["corr"] is None) == (p["learner"] not in ("layerwise", "joint"))
     assert len({p["stream_seed"] for p in s["records"]}) == 8          # 2 replicates x 4 regimes
     assert set(s["time"]) == {"separation", "control", "headline", "paper"}

@@ -108,15 +108,21 @@ def test_truncated_checkpoint_falls_back_to_the_previous(tmp_path):
     assert_same_result(ref, run)
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_another_config_in_a_run_folder_is_refused_and_changes_no_file(tmp_path):
     work, run = _interrupted_run(tmp_path)
-    before = (run / "checkpoints" / "last.pt").read_bytes()
-    r = run_cli(*TOY, "toy.width=8", f"hydra.run.dir={run}", cwd=work, toy=True)
-    assert r.returncode == 2
-    [line] = [l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]
-    assert f"checkpoint {run / 'checkpoints' / 'last.pt'} belongs to another experiment or config" in line
-    assert "Traceback" not in r.stderr
-    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    before = _files(run)
+    for args in ([*TOY, "toy.width=8", f"hydra.run.dir={run}"], [f"resume={run}", "toy.width=8"]):
+        r = run_cli(*args, cwd=work, toy=True)
+        assert r.returncode == 2
+        [line] = [l for l in r.stderr.splitlines() if l.startswith("quadrun: error:")]
+        assert "these overrides change the config of the run" in line, line
+        assert "Traceback" not in r.stderr
+        assert _files(run) == before
 
 
 class _Exploit:
@@ -281,3 +287,174 @@ def test_resuming_one_fit_keeps_the_points_of_another(tmp_path):
     assert [r["step"] for r in rows if r["fit"] == "train_2d"] == list(range(1, 11))
     assert [r["step"] for r in rows if r["fit"] == "train_3d"] == [1, 2]
     assert rows[0]["train_2d/train/loss"] == 1.0
+
+
+# -- issue 30: each break reproduced, and shown fixed ------------------------------------------------
+def test_a_cell_measured_by_other_code_is_measured_again(tmp_path):
+    from omegaconf import OmegaConf
+
+    from quadrun.artifacts import RunContext
+
+    cfg = OmegaConf.create({"experiment": "toy", "scale": "cpu", "seed": 0, "data_dir": "data"})
+    runtime = Runtime(device=torch.device("cpu"), seed=0)
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {"x": len(calls)}
+
+    ctx = RunContext(tmp_path, cfg, runtime)
+    assert ctx.stage("a", measure) == {"x": 1} and ctx.stage("a", measure) == {"x": 1}
+    saved = json.loads((tmp_path / "stages.json").read_text())
+    saved["code"]["a"] = "0.0.1+another"
+    (tmp_path / "stages.json").write_text(json.dumps(saved))
+    ctx = RunContext(tmp_path, cfg, runtime)
+    assert ctx.stale_stages(["a", "b"]) == ["a"]
+    assert ctx.stage("a", measure) == {"x": 2} and len(calls) == 2
+
+
+def test_damaged_bookkeeping_gives_one_line_and_changes_nothing(tmp_path):
+    work, run = _interrupted_run(tmp_path)
+    for name, text in (("stages.json", "[]"), ("meta.json", "null"), ("stages.json", ""),
+                       (".hydra/overrides.yaml", ""), (".hydra/overrides.yaml", "a: 1")):
+        path = run / name
+        if not path.exists() and name == "stages.json":
+            continue
+        old = path.read_bytes()
+        path.write_text(text)
+        before = _files(run)
+        r = run_cli(f"resume={run}", cwd=work, toy=True)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "damaged" in lines[0] and name.split("/")[-1] in lines[0], lines[0]
+        assert _files(run) == before
+        path.write_bytes(old)
+
+
+def test_report_and_listings_survive_json_that_is_not_an_object(tmp_path):
+    work, run = _interrupted_run(tmp_path)
+    (run / "summary.json").write_text("[]")
+    (run / "meta.json").write_text("null")
+    for args in ([str(run)], ["--runs"]):
+        r = run_cli(*args, cwd=work, toy=True, script="quadrun.report")
+        assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_resumes_of_one_folder_one_runs_one_exits_2(tmp_path):
+    work, run = _interrupted_run(tmp_path)
+    first = start_cli(f"resume={run}", cwd=work, toy=True)
+    t0 = time.time()
+    while "pid" not in (run / ".quadrun.lock").read_text() if (run / ".quadrun.lock").exists() else True:
+        assert time.time() - t0 < 60
+        time.sleep(0.02)
+    second = run_cli(f"resume={run}", cwd=work, toy=True)
+    assert second.returncode == 2 and "is in use by pid" in second.stderr, second.stderr
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()
+             if '"train/train/loss"' in l]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))   # no step twice
+
+
+@pytest.mark.slow
+def test_two_sweeps_into_one_folder_one_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TOY, "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    first = start_cli(*args, cwd=tmp_path, toy=True)
+    t0 = time.time()
+    while not (sweep / ".quadrun.lock").exists():
+        assert time.time() - t0 < 60 and first.poll() is None
+        time.sleep(0.02)
+    second = run_cli(*args, cwd=tmp_path, toy=True)
+    assert second.returncode == 2 and "is in use by pid" in second.stderr, second.stderr
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    journal = [json.loads(l) for l in (sweep / ".quadrun-jobs.jsonl").read_text().splitlines()]
+    assert sum(j["outcome"] == "ran" for j in journal) == 2          # each job ran once
+
+
+@pytest.mark.slow
+def test_killing_a_local_sweep_leaves_no_job_running(tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "sweep"
+    p = start_cli("-m", "experiment=toy", "toy.sleep=0.05", "toy.train.epochs=200", "seed=0,1",
+                  "cluster=local", f"hydra.sweep.dir={sweep}", cwd=tmp_path, toy=True, quiet=True)
+    t0, pids = time.time(), []
+    while len(pids) < 2:
+        assert time.time() - t0 < 120 and p.poll() is None, "the jobs never started"
+        pids = [json.loads(m.read_text()).get("pid") for m in sweep.glob("*/meta.json")]
+        pids = [x for x in pids if x]
+        time.sleep(0.1)
+    p.kill()
+    p.wait(30)
+    t0 = time.time()
+    alive = pids
+    while alive and time.time() - t0 < 60:
+        alive = [x for x in pids if _alive(x)]
+        time.sleep(0.2)
+    assert not alive, f"jobs {alive} outlived their sweep"
+    from quadrun.report import sweep_status
+
+    states = {state for _, state, _, _ in sweep_status(sweep)}
+    assert "running" not in states
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie is not running
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_sweep_job_finished_by_other_code_runs_again(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=toy", "toy.train.epochs=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    assert run_cli(*args, cwd=tmp_path, toy=True).returncode == 0
+    job = next(p for p in sweep.iterdir() if p.name.startswith("seed=0"))
+    s = json.loads((job / "summary.json").read_text())
+    s["code"]["source"] = "another"
+    (job / "summary.json").write_text(json.dumps(s))
+    r = run_cli(f"resume={sweep}", cwd=tmp_path, toy=True)
+    assert r.returncode == 0, r.stderr
+    assert "1 completed, 1 skipped" in r.stderr, r.stderr[-2000:]
+    assert json.loads((job / "summary.json").read_text())["code"]["source"] != "another"
+
+
+def test_second_sigterm_while_stopping_still_exits_3(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    p = start_cli(*TOY, cwd=work, toy=True)
+    t0 = time.time()
+    while not list(work.glob("outputs/toy/*/checkpoints/last.pt")):
+        assert time.time() - t0 < 60 and p.poll() is None
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    assert p.returncode == 3
+
+
+@pytest.mark.parametrize("after", [0.3, 1.0, 2.0])
+def test_sigterm_before_the_run_starts_leaves_no_empty_folder(tmp_path, after):
+    """Stopped in its first seconds, a run exits cleanly (status 3, one line) once quadrun's
+    code runs (earlier, the interpreter's default kills it before anything exists), and
+    never leaves a run folder with nothing of the run in it."""
+    p = start_cli(*TOY, cwd=tmp_path, toy=True)
+    time.sleep(after)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    folders = list((tmp_path / "outputs" / "toy").glob("*")) if (tmp_path / "outputs").exists() else []
+    assert all((f / "meta.json").exists() for f in folders), folders
+    if p.returncode == -signal.SIGTERM:
+        assert not folders
+    else:
+        assert p.returncode in (0, 3), err
+        assert "Traceback" not in err

@@ -91,9 +91,11 @@ def test_markdown_tex_csv_and_status_line(sweep):
     assert md.startswith("8 runs: 4 completed, 1 diverged, 1 failed, 1 interrupted, 1 running")
     assert md.index("### Claims: toy") < md.index("### toy: records")
     assert "| toy.width=4 | 3 | 0 | 0.13 ± 0.036 |" in md
-    assert "corrupt summary.json" in md and "/5`: interrupted: stopped at step 3" in md
+    assert "damaged summary.json" in md and "/5`: interrupted: stopped at step 3" in md
     tex = (out / "table.tex").read_text()
-    assert r"toy.width=4 & 3 & 0 & 0.13 $\pm$ 0.036 \\" in tex
+    assert r"toy.width=4 & 3 & 0 & $0.13 \pm 0.036$ \\" in tex
+    assert r"\toprule" in tex and r"\begin{tabular}{llp{0.5\linewidth}}" in tex   # verdicts
+    assert "mean ± sample standard deviation" in md
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 8                                   # one per record, one per other run
     assert {r["run_status"] for r in rows} == {"completed", "diverged", "failed", "interrupted",
@@ -172,3 +174,19 @@ def test_a_run_whose_config_lacks_its_section_is_an_error_not_the_defaults(tmp_p
     result = build([tmp_path], quiet=True)
     assert result["claims"] == []
     assert "no toy section" in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_claims_line_counts_verdicts_and_applies_holm_across_p_values():
+    from quadrun.report import claims_line
+
+    claims = [{"verdict": "holds", "values": {"p": 0.01}}, {"verdict": "holds", "values": {"p": 0.02}},
+              {"verdict": "inconclusive", "values": {"p": 0.04}},
+              {"verdict": "not_measured", "values": {}}]
+    line = claims_line("relinear", claims)
+    # Holm over 3: 0.03, 0.04, 0.04 -> both that hold still do
+    assert line == ("relinear: 4 claims: 2 hold, 1 inconclusive, 1 not measured; after Holm's "
+                    "correction over the 3 with a p-value, 2 of the 2 that hold still hold at 0.05")
+    line = claims_line("x", [{"verdict": "holds", "values": {"p": 0.03}},
+                             {"verdict": "holds", "values": {"p": 0.04}}, {"verdict": "fails",
+                                                                          "values": {"p": 0.5}}])
+    assert line.endswith("0 of the 2 that hold still hold at 0.05")     # 0.09, 0.08, 0.5

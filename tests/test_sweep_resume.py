@@ -103,7 +103,7 @@ def test_status_of_a_running_sweep(tmp_path):
     from quadrun.report import sweep_status
 
     sweep = tmp_path / "sweep"
-    p = start_cli("-m", "experiment=toy", "toy.sleep=0.05", "toy.train.epochs=3",
+    p = start_cli("-m", "experiment=toy", "toy.sleep=0.05", "toy.train.epochs=20",
                   "toy.train.log_every=1", "seed=0,1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
                   toy=True, quiet=True)
     try:

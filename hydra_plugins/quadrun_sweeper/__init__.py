@@ -23,13 +23,16 @@ class QuadrunSweeper(BasicSweeper):
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
+        import os
+
+        os.environ[sweeps.PARENT] = str(os.getpid())   # local jobs die with this process
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / sweeps.MULTIRUN)
-        returns, index, skipped, total = [], 0, 0, 0
+        batches, skipped, total = [], 0, 0
         while not self.is_done():
             batch = self.get_job_batch()
             todo = []
@@ -40,15 +43,26 @@ class QuadrunSweeper(BasicSweeper):
                 else:
                     sweeps.journal(sweep_dir, sweep_dir / sweeps.job_name(job), "skipped", why)
             skipped, total = skipped + len(batch) - len(todo), total + len(batch)
-            if not todo:
-                continue
+            if todo:
+                batches.append(todo)
+        launched = sum(len(b) for b in batches)
+        os.environ[sweeps.TOTAL] = str(launched)
+        import sys
+
+        print(f"sweep {sweep_dir}: {sweeps.plan_line(self.config, launched, total)}",
+              file=sys.stderr, flush=True)
+        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        returns, index = [], 0
+        for todo in batches:
             self.validate_batch_is_legal(todo)
             results = self.launcher.launch(todo, initial_job_idx=index)
-            for r in results:
-                _ = r.return_value  # a job that raised raises here, as in Hydra's sweeper
+            for i, r in enumerate(results):
+                value = r.return_value  # a job that raised raises here, as in Hydra's sweeper
+                if not in_process:    # one line per job, as the in-process jobs print theirs
+                    job = sweep_dir / sweeps.job_name(todo[i])
+                    summary = value if isinstance(value, dict) else sweeps._read_json(job / "summary.json")
+                    print(sweeps.job_line(job, summary, index + i + 1, launched), file=sys.stderr,
+                          flush=True)
             index += len(todo)
             returns.append(results)
-        if skipped:
-            log.info("sweep: %d of %d jobs were finished before; not launched again (their "
-                     "folders are untouched)", skipped, total)
         return returns

@@ -15,9 +15,8 @@ from typing import Sequence
 
 from torch import nn
 
+from quadrun.nn.budget import KINDS, param_count, widths_for_budget  # noqa: F401 (torch-free)
 from quadrun.nn.quadratic import QuadraticLinear
-
-KINDS = ("conventional", "quadratic", "compact")
 
 
 class Square(nn.Module):
@@ -72,47 +71,3 @@ def mlp(widths: Sequence[int], kind: str = "conventional", activation: str = "re
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def param_count(widths: Sequence[int], kind: str, bias: bool = True) -> int:
-    """Parameters of `mlp(widths, kind, bias=bias)` without building it.
-
-    Per layer of shape (a -> b): conventional a*b (+ b); compact 2*a*b (+ 2*b for b_r, c);
-    full quadratic 3*a*b + b (b_g) (+ 2*b)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    weights = {"conventional": 1, "compact": 2, "quadratic": 3}[kind]
-    biases = {"conventional": 1, "compact": 2, "quadratic": 2}[kind] if bias else 0
-    biases += 1 if kind == "quadratic" else 0  # b_g, always there
-    return sum(weights * a * b + biases * b for a, b in zip(widths[:-1], widths[1:]))
-
-
-def widths_for_budget(kind: str, d_in: int, d_out: int, depth: int, budget: int,
-                      bias: bool = True, tol: float = 0.05) -> list:
-    """Widths [d_in, w, ..., w, w_last, d_out] (`depth` hidden layers, w_last <= w) for a
-    parameter count near `budget`. The last hidden width may differ from the others so
-    that coarse kinds (3 weights per connection) still land close.
-
-    Rule: the most uniform widths (smallest w - w_last, then closest count) among those
-    within tol/2 of the budget; if there are none, the closest count. ValueError when
-    even that is further than `tol` (relative) from the budget."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    candidates = []
-    w = 1
-    while True:
-        for last in (range(1, w + 1) if depth > 1 else [w]):
-            widths = [d_in] + [w] * (depth - 1) + [last] + [d_out]
-            candidates.append((widths, param_count(widths, kind, bias), w - last))
-        if param_count([d_in] + [w] * depth + [d_out], kind, bias) > 2 * budget + 10:
-            break
-        w += 1
-    near = [c for c in candidates if abs(c[1] - budget) <= tol / 2 * budget]
-    if near:
-        widths, n, _ = min(near, key=lambda c: (c[2], abs(c[1] - budget)))
-    else:
-        widths, n, _ = min(candidates, key=lambda c: (abs(c[1] - budget), c[2]))
-    if abs(n - budget) > tol * budget:
-        raise ValueError(f"no {kind} network of depth {depth} has {budget} parameters within "
-                         f"{tol:.0%} (closest: {widths} with {n})")
-    return widths

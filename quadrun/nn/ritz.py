@@ -119,7 +119,7 @@ def deep_ritz(model: TwoLayer, problem: Problem, ctx, tc, test_x: torch.Tensor, 
     `tc`: optimizer, lr, schedule, epochs, batch_size; the batches' scrambles come from
     derive_seed(run seed, name, epoch)), then optionally polish with L-BFGS on a fixed Sobol
     set scrambled by `lbfgs_seed` (`lbfgs_polish`). Returns status, steps (Adam + L-BFGS)
-    and the errors at test_x. A stop request raises quadrun.training.Interrupted (nothing
+    and the errors at test_x. A stop request raises quadrun.errors.Interrupted (nothing
     is checkpointed: the whole training runs again on resume)."""
     from quadrun.training import fit
 
@@ -158,14 +158,11 @@ def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: i
 
     A phase of its own: it runs in calls of `chunk` iterations; after each call it logs
     `<name>/lbfgs/energy` (and `<name>/lbfgs/iteration`) at step `step` + iterations, and
-    before each call it checks `ctx.stop_requested` and raises
-    quadrun.training.Interrupted. The iterates are those of one call with
-    max_iter=`max_iter`: L-BFGS keeps its memory in its state between calls, a call's
+    before each call it calls `ctx.check_stop` (quadrun.errors.Interrupted on a stop).
+    The iterates are those of one call with max_iter=`max_iter`: L-BFGS keeps its memory in its state between calls, a call's
     evaluation budget is what one call would have had left (max_iter * 5 // 4 in all), and
     the stops a single call makes between iterations (no progress, budget spent) are made
     between calls too."""
-    from quadrun.errors import Interrupted
-
     tol_change = 1e-15
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=50,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12,
@@ -182,9 +179,9 @@ def lbfgs_polish(model: TwoLayer, problem: Problem, x: torch.Tensor, max_iter: i
 
     done = calls = 0
     while done < max_iter:
-        if ctx is not None and ctx.stop_requested:
-            raise Interrupted(f"stopped in the L-BFGS polish of {name} after {done} of "
-                              f"{max_iter} iterations; the cell runs again on resume")
+        if ctx is not None:
+            ctx.check_stop(f"in the L-BFGS polish of {name} after {done} of {max_iter} "
+                           "iterations (the cell runs again on resume)")
         take = min(chunk, max_iter - done)
         # a later call first re-evaluates the point where the last one stopped: one call
         # would not have counted that evaluation against its budget

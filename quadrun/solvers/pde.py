@@ -7,9 +7,10 @@ Omega = [0,1]^d minimise
 
 with the natural (homogeneous Neumann) boundary condition. `phi` is convex: ``none``
 (the linear problem -Laplace u + u = f), ``quartic`` u^4/4 or ``logcosh`` alpha*log cosh u.
-The exact solution u* is manufactured (``cosine_sum`` d^{-1/2} sum cos(pi x_i) or
-``cosine_product`` prod cos(pi x_i), both with zero normal derivative on the boundary) and
-f = -Laplace u* + u* + phi'(u*) is derived from it exactly.
+The exact solution u* is manufactured (quadrun.solvers.manufactured: a sum or product of
+cosines, cosines of chosen frequencies, a Gaussian bump with its mirror images; each with
+zero normal derivative on the boundary) and f = -Laplace u* + u* + phi'(u*) is derived
+from it exactly.
 
 `Problem` evaluates u*, grad u*, f and the energy density; it accepts numpy arrays and
 torch tensors alike, so the neural solvers (quadrun.nn.ritz) and the grid solvers below
@@ -28,29 +29,26 @@ whose L2 gradient is A u + u + phi'(u) - f with A the Neumann difference Laplaci
   eta = 2/(2+L), L = max phi''.
 - `newton`: damped Newton on the same grid (inner conjugate gradients preconditioned by
   the same DCT solve), used to cross-check the iteration and to measure its energy gap.
+- `gradient_descent`: the same iteration without the preconditioner (a control: its rate
+  depends on the grid and on d through the largest eigenvalue of A).
+- `Grid.barron_norm`: the spectral Barron norm sum_k |xi_k| |a_k| of a grid function from
+  its cosine coefficients a_k (u = sum_k a_k prod_i cos(pi k_i x_i), xi_k = pi k).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from quadrun.solvers.manufactured import SOLUTIONS, Manufactured  # noqa: F401 (re-exported)
+from quadrun.solvers.manufactured import lib as _lib
+
 PHIS = ("none", "quartic", "logcosh")
-SOLUTIONS = ("cosine_sum", "cosine_product")
 MAX_GRID_DIM = 3
 ROUNDOFF = 1e-12        # energy gaps below ROUNDOFF * max(1, |E_h|) are round-off
-
-
-def _lib(x):
-    """numpy or torch, whichever `x` belongs to (the formulas below work with both)."""
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        return np
-    import torch
-
-    return torch
 
 
 def _log_cosh(u):
@@ -62,19 +60,25 @@ def _log_cosh(u):
 
 @dataclass(frozen=True)
 class Problem:
-    """-Laplace u + u + phi'(u) = f on [0,1]^d, Neumann boundary, exact solution u*."""
+    """-Laplace u + u + phi'(u) = f on [0,1]^d, Neumann boundary, exact solution u*
+    (quadrun.solvers.manufactured: `solution` and its parameters)."""
     d: int
     phi: str = "quartic"
     solution: str = "cosine_sum"
     alpha: float = 1.0          # logcosh coefficient
+    amplitude: float = 1.0      # cosines, gaussian_bump
+    frequencies: Tuple[int, ...] = (1,)          # cosines
+    bump_width: float = 0.25                     # gaussian_bump
+    bump_centre: Tuple[float, ...] = (0.5,)      # gaussian_bump
 
     def __post_init__(self):
         if self.phi not in PHIS:
             raise ValueError(f"phi must be one of {PHIS}, not {self.phi!r}")
-        if self.solution not in SOLUTIONS:
-            raise ValueError(f"solution must be one of {SOLUTIONS}, not {self.solution!r}")
         if self.d < 1:
             raise ValueError(f"d must be >= 1, not {self.d}")
+        object.__setattr__(self, "exact", Manufactured(
+            self.d, self.solution, self.amplitude, tuple(self.frequencies), self.bump_width,
+            tuple(self.bump_centre)))
 
     # -- the nonlinearity ---------------------------------------------------------------
     def phi_value(self, u):
@@ -101,32 +105,19 @@ class Problem:
     # -- the manufactured solution ------------------------------------------------------
     def u_star(self, x):
         """u*(x) for points x of shape (..., d)."""
-        c = _lib(x).cos(math.pi * x)
-        if self.solution == "cosine_sum":
-            return c.sum(-1) / math.sqrt(self.d)
-        return c.prod(-1)
+        return self.exact.value(x)
 
     def grad_u_star(self, x):
         """grad u*(x), shape (..., d)."""
-        lib = _lib(x)
-        s = -math.pi * lib.sin(math.pi * x)
-        if self.solution == "cosine_sum":
-            return s / math.sqrt(self.d)
-        c = lib.cos(math.pi * x)
-        others = [c[..., :i].prod(-1) * c[..., i + 1:].prod(-1) for i in range(self.d)]
-        return s * lib.stack(others, -1)
-
-    def laplacian_factor(self) -> float:
-        """k with Laplace u* = -k pi^2 u*: each cosine is an eigenfunction."""
-        return math.pi ** 2 * (1 if self.solution == "cosine_sum" else self.d)
+        return self.exact.grad(x)
 
     def f(self, x):
         """Right-hand side f = -Laplace u* + u* + phi'(u*), exactly."""
         u = self.u_star(x)
-        return (1 + self.laplacian_factor()) * u + self.phi_prime(u)
+        return -self.exact.laplacian(x) + u + self.phi_prime(u)
 
     def max_abs_u_star(self) -> float:
-        return math.sqrt(self.d) if self.solution == "cosine_sum" else 1.0
+        return self.exact.max_abs()
 
     # -- energy ---------------------------------------------------------------------------
     def energy_density(self, x, u, grad):
@@ -136,9 +127,9 @@ class Problem:
     def exact_energy(self) -> Optional[float]:
         """E(u*). Integrating f u* by parts (Neumann) gives
         E(u*) = int -|grad u*|^2/2 - u*^2/2 + phi(u*) - phi'(u*) u*.
-        Closed form for phi none/quartic (from the moments of cos(pi x)); tensor
-        Gauss-Legendre quadrature for logcosh when d <= 4; None beyond that."""
-        if self.phi in ("none", "quartic"):
+        Closed form for phi none/quartic with the cosine sum or product (from the moments
+        of cos(pi x)); tensor Gauss-Legendre quadrature otherwise when d <= 4; None beyond."""
+        if self.phi in ("none", "quartic") and self.solution in ("cosine_sum", "cosine_product"):
             m2, g2, m4 = self._moments()
             value = -0.5 * g2 - 0.5 * m2
             if self.phi == "quartic":
@@ -146,7 +137,7 @@ class Problem:
             return value
         if self.d > 4:
             return None
-        n = {1: 200, 2: 120, 3: 48, 4: 24}[self.d]
+        n = {1: 400, 2: 160, 3: 60, 4: 28}[self.d]
         nodes, weights = np.polynomial.legendre.leggauss(n)
         nodes, weights = (nodes + 1) / 2, weights / 2
         x = np.stack(np.meshgrid(*[nodes] * self.d, indexing="ij"), -1).reshape(-1, self.d)
@@ -281,6 +272,27 @@ class Grid:
         """Relative discrete L2 error against u* at the cell centres."""
         return float(np.linalg.norm(u - self.u_star) / np.linalg.norm(self.u_star))
 
+    def cosine_coefficients(self, u: np.ndarray) -> np.ndarray:
+        """a_k with u(x_j) = sum_k a_k prod_i cos(pi k_i x_i) at the cell centres x_j,
+        k_i = 0..n-1 (the DCT-II, scaled: a single mode cos(pi k x) has a_k = 1)."""
+        import scipy.fft
+
+        a = scipy.fft.dctn(u, type=2) / self.n ** self.d
+        for axis in range(self.d):
+            index = [slice(None)] * self.d
+            index[axis] = 0
+            a[tuple(index)] *= 0.5
+        return a
+
+    def barron_norm(self, u: np.ndarray) -> float:
+        """The spectral Barron norm sum_k |xi_k| |a_k| of the grid function u, xi_k = pi k
+        (the constant mode has xi = 0): for A prod_i cos(pi k_i x_i), A pi |k|."""
+        if not hasattr(self, "_xi"):
+            k = np.arange(self.n, dtype=float) ** 2
+            self._xi = np.pi * np.sqrt(sum(k.reshape([-1 if a == i else 1 for a in range(self.d)])
+                                           for i in range(self.d)))
+        return float((self._xi * np.abs(self.cosine_coefficients(u))).sum())
+
 
 def default_step_size(problem: Problem) -> float:
     """eta = 2/(2 + L), L = max phi'' over |u| <= max|u*|: the preconditioned Hessian
@@ -299,19 +311,30 @@ class PGDResult:
 
 def preconditioned_gradient_descent(grid: Grid, steps: int, eta: Optional[float] = None,
                                     u0: Optional[np.ndarray] = None,
-                                    callback: Optional[Callable] = None) -> PGDResult:
-    """u <- u - eta (I + A)^{-1} (A u + u + phi'(u) - f), from u0 (zero by default).
-    `callback(t, u, energy)` is called after every step t = 1..steps."""
-    eta = default_step_size(grid.problem) if eta is None else eta
+                                    callback: Optional[Callable] = None,
+                                    precondition: bool = True) -> PGDResult:
+    """u <- u - eta (I + A)^{-1} (A u + u + phi'(u) - f), from u0 (zero by default); with
+    precondition=False plain gradient descent u <- u - eta DE_h(u) (eta by default
+    `plain_step_size`). `callback(t, u, energy)` is called after every step t = 1..steps."""
+    if eta is None:
+        eta = default_step_size(grid.problem) if precondition else plain_step_size(grid)
     u = np.zeros_like(grid.f) if u0 is None else u0.copy()
     t0 = time.perf_counter()
     energies = [grid.energy(u)]
     for t in range(1, steps + 1):
-        u = u - eta * grid.solve_shifted(grid.gradient(u))
+        g = grid.gradient(u)
+        u = u - eta * (grid.solve_shifted(g) if precondition else g)
         energies.append(grid.energy(u))
         if callback is not None:
             callback(t, u, energies[-1])
     return PGDResult(u, energies, time.perf_counter() - t0)
+
+
+def plain_step_size(grid: Grid) -> float:
+    """eta = 2/(lambda_min + lambda_max) for gradient descent without the preconditioner:
+    the Hessian I + A + phi''(u) has spectrum in [1, 1 + max A + L]."""
+    L = 2.0 / default_step_size(grid.problem) - 2.0
+    return 2.0 / (2.0 + float(grid.eigenvalues.max()) + L)
 
 
 def newton(grid: Grid, u0: Optional[np.ndarray] = None, tol: float = 1e-15,
@@ -356,30 +379,47 @@ def geometric_rate(gaps, floor: float) -> float:
 
 
 def reference_solution(problem: Problem, n: int, steps: int, eta: Optional[float] = None,
-                       callback: Optional[Callable] = None) -> dict:
-    """The grid reference: PGD for `steps` steps, Newton to round-off, and their comparison.
+                       callback: Optional[Callable] = None, precondition: bool = True,
+                       barron: bool = False) -> dict:
+    """The grid reference: PGD for `steps` steps (plain gradient descent with
+    precondition=False), Newton to round-off, and their comparison.
 
     Returns grid, d, steps, eta, rel_l2 (PGD vs u*), newton_rel_l2, newton_iterations,
     newton_energy (E_h at the Newton minimiser), pgd_newton_diff, energy_gap (the last),
     energy_gaps (E_h(u_t) - E_h(u_newton) for t = 0..steps), pgd_rate (fitted per-step
-    factor of the gap over the steps above ROUNDOFF max(1, |E_h|)), seconds.
-    `callback(t, gap)` sees each step's gap."""
+    factor of the gap over the steps above ROUNDOFF max(1, |E_h|)), seconds; with barron,
+    also barron (Grid.barron_norm of u_t, t = 0..steps), barron_solution (of the Newton
+    minimiser), barron_coarse (of the Newton minimiser on the n/2 grid) and barron_exact
+    (of u* at the cell centres). `callback(t, gap)` sees each step's gap."""
     grid = Grid(problem, n)
     t0 = time.perf_counter()
     exact = newton(grid)
-    eta = default_step_size(problem) if eta is None else eta
-    pgd = preconditioned_gradient_descent(grid, steps, eta)
+    if eta is None:
+        eta = default_step_size(problem) if precondition else plain_step_size(grid)
+    norms = [0.0]
+
+    def each(t, u, energy):
+        norms.append(grid.barron_norm(u))
+
+    pgd = preconditioned_gradient_descent(grid, steps, eta, callback=each if barron else None,
+                                          precondition=precondition)
     gaps = [e - exact.energy for e in pgd.energies]
     if callback is not None:
         for t, gap in enumerate(gaps):
             callback(t, gap)
     floor = ROUNDOFF * max(1.0, abs(exact.energy))
-    return {
+    out = {
         "grid": n, "d": problem.d, "steps": steps, "eta": eta,
         "rel_l2": grid.rel_l2(pgd.u), "newton_rel_l2": grid.rel_l2(exact.x),
         "newton_iterations": exact.iterations, "newton_energy": exact.energy,
         "pgd_newton_diff": float(np.linalg.norm(pgd.u - exact.x) / np.linalg.norm(exact.x)),
         "energy_gap": gaps[-1], "energy_gaps": gaps,
         "pgd_rate": geometric_rate(gaps, floor),
-        "seconds": time.perf_counter() - t0,
     }
+    if barron:
+        coarse = Grid(problem, max(2, n // 2))
+        out.update(barron=norms, barron_solution=grid.barron_norm(exact.x),
+                   barron_coarse=coarse.barron_norm(newton(coarse).x),
+                   barron_exact=grid.barron_norm(grid.u_star))
+    out["seconds"] = time.perf_counter() - t0
+    return out
