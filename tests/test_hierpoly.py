@@ -979,7 +979,7 @@ def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):
     cfg, _ = compose("experiment=hierpoly", "scale=smoke", "threads=1", "device=cpu")
     folder = tmp_path / "run"
     out = run(cfg, folder)
-    report.build([folder], out=folder / "report", figures=folder / "plots", quiet=True)
+    report.build([folder], out=folder / "report", quiet=True)          # as the CLI writes it
     # rates: separation layerwise (n*, n_c), hermite_kernel and kernel (on d, on the count),
     # relu2; control (one for every d); headline layerwise (n*, n_c), relu2; paper joint
     # (n*, n_c), kernel (on d, on the count)
@@ -1006,7 +1006,7 @@ def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):
         assert (p["corr"] is None) == (p["learner"] not in ("layerwise", "joint"))
     assert len({p["stream_seed"] for p in s["records"]}) == 8          # 2 replicates x 4 regimes
     assert set(s["time"]) == {"separation", "control", "headline", "paper"}
-    assert (folder / "plots" / "separation_corr_vs_n_over_dk.png").exists()
+    assert (folder / "report" / "separation_corr_vs_n_over_dk.png").exists()
 
 
 def test_bad_config_is_one_line(cli):
