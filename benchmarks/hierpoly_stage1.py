@@ -1,17 +1,17 @@
-"""hierpoly stage 1 at scale: the streamed ridge on the degree-<=2 Hermite features.
+"""hierpoly stage 1 at scale: the streamed ridge on the degree-<=2 Hermite features, with
+the new stage-1 solve (a walk of Cholesky factorisations along the ridge grid) timed
+against the old one (one eigendecomposition per grid point) on the same normal equations.
 
-    python benchmarks/hierpoly_stage1.py                      # d = 64, n = 256 d^2 (1,048,576)
-    python benchmarks/hierpoly_stage1.py --d 32 --ratio 64 --gram-dtype float32
-    python benchmarks/hierpoly_stage1.py --device cuda
+    python benchmarks/hierpoly_stage1.py --d 128               # n = d^2, 2 d^2 (F = 8,385)
+    python benchmarks/hierpoly_stage1.py --d 64 --ratio 256 --gram-dtype float32
+    python benchmarks/hierpoly_stage1.py --device cuda --d 256 --gram-dtype float32 --skip-old
 
-One pass over n = ratio * d^2 samples of the headline target (quadratic p, g = z^3) through
-quadrun.nn.ridge.ridge_path, solved at every n of the nested grid 1, 2, 4, ..., ratio d^2
-(as a cell of the hierpoly experiment does), so the per-point solves are counted too.
-Prints one line per grid point (n, seconds, the chosen ridge strength) and the benchmark
-line: total seconds, samples per second, peak resident memory of this process, and what
-the dense n x F design matrix would have needed instead. The reference in the same run is
-the dense memory (the design matrix in float64); the time has no dense reference because
-the dense matrix does not fit.
+One pass over n = ratio * d^2 samples of the headline target (quadratic p, g = z^3)
+through quadrun.nn.ridge.NormalEquations, accumulated in chunks as a cell of the hierpoly
+experiment does; at every grid point 1, 2, 4, ..., ratio d^2 both solves run on the same
+sums (timed separately from the stream) and must pick the same strength. Prints one line
+per grid point and the benchmark line: stream seconds, old and new solve seconds and their
+ratio, the peak resident memory, and what the dense n x F design matrix would need.
 """
 from __future__ import annotations
 
@@ -27,22 +27,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--d", type=int, default=64)
-    ap.add_argument("--ratio", type=float, default=256, help="largest n / d^2")
+    ap.add_argument("--ratio", type=float, default=2, help="largest n / d^2")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--gram-dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--gram-dtype", default="float32", choices=["float64", "float32"])
     ap.add_argument("--loo-rows", type=int, default=4096)
     ap.add_argument("--chunk", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-old", action="store_true", help="time the new solve only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from quadrun.data.polynomials import HermiteFeatures, make_target
-    from quadrun.nn.ridge import ridge_path
+    from quadrun.nn.ridge import NormalEquations
 
-    d = args.d
+    d, dtype = args.d, getattr(torch, args.gram_dtype)
     target = make_target("quadratic", d, 2, 3, seed=0)
     phi = HermiteFeatures(d, 2)
     top = int(round(args.ratio * d * d))
@@ -51,24 +57,50 @@ def main() -> None:
         grid.append(int(round(r * d * d)))
         r *= 2
     grid.append(top)
-    base = peak_rss_mb()
-    t0 = time.perf_counter()
-    path = ridge_path(phi, lambda i, j: ((x, h) for x, _, h in target.stream(1, i, j, args.chunk)),
-                      grid, phi.count, loo_rows=args.loo_rows, device=args.device,
-                      compute_dtype=getattr(torch, args.gram_dtype))
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    total = time.perf_counter() - t0
-    for pt in path:
-        print(f"  n = {pt.n:>9,d} ({pt.n / d ** 2:g} d^2): {pt.seconds:7.1f} s, lambda {pt.fit.lam:g}")
-    dense_gb = top * phi.count * 8 / 1e9
+    ne = NormalEquations(phi.count, args.device, dtype)
+    keep_x, keep_y, start = [], [], 0
+    stream = old = new = 0.0
+    begin = None
+    for n in grid:
+        t0 = time.perf_counter()
+        for x, _, h in target.stream(1, start, n, args.chunk):
+            f = phi(x.to(args.device))
+            ne.add(f, h)
+            if sum(map(len, keep_y)) < args.loo_rows:
+                keep_x.append(f[:args.loo_rows].to(torch.float64))
+                keep_y.append(h[:args.loo_rows].to(args.device, torch.float64))
+        sync(args.device)
+        stream += time.perf_counter() - t0
+        start = n
+        rows = min(n, args.loo_rows)
+        P, y = torch.cat(keep_x)[:rows], torch.cat(keep_y)[:rows]
+        t0 = time.perf_counter()
+        fit = ne.solve(loo_phi=P, loo_y=y, method="cholesky", start=begin)
+        sync(args.device)
+        t_new = time.perf_counter() - t0
+        new += t_new
+        begin = fit.index
+        line = f"  n = {n:>9,d} ({n / d ** 2:g} d^2): new solve {t_new:7.1f} s, lambda {fit.lam:g}"
+        if not args.skip_old:
+            t0 = time.perf_counter()
+            ref = ne.solve(loo_phi=P, loo_y=y, method="eigh")
+            sync(args.device)
+            t_old = time.perf_counter() - t0
+            old += t_old
+            diff = float((ref.weights - fit.weights).abs().max() / ref.weights.abs().max())
+            line += (f"; old solve {t_old:7.1f} s, lambda {ref.lam:g}; weights differ by "
+                     f"{diff:.1e} (relative)")
+        print(line, flush=True)
     gpu = ""
     if args.device.startswith("cuda"):
         gpu = f", GPU peak {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB"
+    ratio = f" = {old / new:.1f}x faster" if old else ""
     print(f"hierpoly stage 1: d = {d}, F = {phi.count} features, n = {top:,d} ({args.ratio:g} d^2), "
           f"{len(grid)} grid points, {args.device} {args.gram_dtype} {args.threads} thread(s): "
-          f"{total:.1f} s ({top / total:,.0f} samples/s), peak RSS {peak_rss_mb():.0f} MB "
-          f"(before the pass {base:.0f} MB){gpu}; a dense design matrix would need {dense_gb:.1f} GB")
+          f"stream {stream:.1f} s; solves: new (Cholesky walk) {new:.1f} s"
+          + (f", old (eigendecomposition) {old:.1f} s{ratio}" if old else "")
+          + f"; peak RSS {peak_rss_mb():.0f} MB{gpu}; a dense design matrix would need "
+          f"{top * phi.count * 8 / 1e9:.1f} GB")
 
 
 if __name__ == "__main__":

@@ -292,6 +292,51 @@ def test_float32_gram_products_agree_when_well_posed():
     assert (fits[0] - fits[1]).abs().max() < 1e-5 and (fits[0] - fits[1]).abs().max() > 0
 
 
+def test_cholesky_walk_picks_the_strength_eigh_picks():
+    """The new stage-1 solve (a walk of Cholesky factorisations along the ridge grid, in
+    float32 or float64, scipy on a CPU or torch as on CUDA) gives the eigendecomposition's
+    strength and weights, at every point of a path."""
+    t = make_target("quadratic", 8, 2, 3, seed=0)
+    phi = HermiteFeatures(8, 2)
+    grid = [int(64 * r) for r in (0.5, 1, 2, 4, 16, 64)]
+    chunks = lambda i, j: ((x, h) for x, _, h in t.stream(1, i, j, 1000))
+    for dtype in (torch.float64, torch.float32):             # the Gram's chunk products
+        ref = ridge_path(phi, chunks, grid, phi.count, loo_rows=1500, method="eigh",
+                         compute_dtype=dtype)
+        assert len({pt.fit.lam for pt in ref}) >= 3                # the choice moves along the path
+        got = ridge_path(phi, chunks, grid, phi.count, loo_rows=1500, method="cholesky",
+                         compute_dtype=dtype)
+        for a, b in zip(ref, got):
+            assert a.fit.lam == b.fit.lam and a.fit.index == b.fit.index
+            assert (a.fit.weights - b.fit.weights).abs().max() < 1e-9 * a.fit.weights.abs().max()
+            assert b.fit.loo == pytest.approx(a.fit.loo, rel=1e-4 if dtype == torch.float32 else 1e-9)
+    x, _, h = t.sample(3000, 2)
+    fits = []
+    for backend in ("numpy", "torch"):
+        ne = NormalEquations(phi.count, backend=backend, compute_dtype=torch.float32)
+        ne.add(phi(x), h)
+        fits.append(ne.solve(loo_phi=phi(x[:800]), loo_y=h[:800], method="cholesky", start=0))
+    # the two libraries' float32 products differ in rounding only
+    assert fits[0].lam == fits[1].lam and (fits[0].weights - fits[1].weights).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="eigh or cholesky"):
+        ne.solve(method="lu")
+
+
+def test_cholesky_walk_steps_over_a_singular_gram():
+    """Features with an exact linear dependence: G is singular, the smallest strengths are
+    not positive definite in float32, and the walk moves up past them."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(400, 6, generator=gen, dtype=torch.float64)
+    feats = torch.cat([x, x[:, :2] + x[:, 2:4]], 1)                  # rank 6 of 8 columns
+    y = x[:, 0] - 2 * x[:, 3] + 0.3 * torch.randn(400, generator=gen, dtype=torch.float64)
+    ne = NormalEquations(8, compute_dtype=torch.float32)
+    ne.add(feats, y)
+    fit = ne.solve(lambdas=[1e-12, 1e-9, 1e-6, 1e-3, 1.0], loo_phi=feats[:200], loo_y=y[:200],
+                   method="cholesky", start=0)
+    assert fit.index >= 1 and torch.isfinite(fit.weights).all()
+    assert float(((feats @ fit.weights - y) ** 2).mean()) < 0.12      # noise variance 0.09
+
+
 # ---- the layerwise network -------------------------------------------------------------------
 
 @pytest.mark.parametrize("q,spectrum,least", [(1, "goe", 0.9999), (3, "flat", 0.99)])
@@ -484,6 +529,28 @@ def test_cells_order_dedupe_caps_and_seeds():
     assert list(hierpoly.cells(c)[0]) == ["regime", "learner", "d", "replicate", "n"]
 
 
+def test_cells_learner_dims_follow_their_caps():
+    """The Hermite kernel runs only where C(d + kq, kq) <= its max_features, the NTK and
+    relu2 only up to their max_d and max_seeds; the network over every d and seed."""
+    c = hierpoly.Config(regimes=["separation"], separation=config._separation())
+    per, seeds = {}, {}
+    for x in hierpoly.cells(c):
+        per.setdefault(x["learner"], set()).add(x["d"])
+        seeds.setdefault(x["learner"], set()).add(x["replicate"])
+    assert per["layerwise"] == {6, 8, 12, 16, 24, 32}
+    assert per["hermite_kernel"] == {6, 8, 12}                 # C(16 + 4, 4) = 4845 > 4000
+    assert per["relu2"] == {6, 8, 12} and per["kernel"] == {6, 8}
+    assert len(seeds["layerwise"]) == len(seeds["hermite_kernel"]) == 10
+    assert (len(seeds["relu2"]), len(seeds["kernel"])) == (5, 3)
+    assert max(x["n"] for x in hierpoly.cells(c) if x["learner"] == "kernel") <= 2048
+    from omegaconf import OmegaConf
+    from quadrun.errors import ConfigError
+    cfg = OmegaConf.create({"hierpoly": OmegaConf.structured(hierpoly.Config(
+        regimes=["separation"], separation=RegimeConfig(dims=[16, 20], learners=["hermite_kernel"], q=2)))})
+    with pytest.raises(ConfigError, match="hermite_kernel needs C"):
+        hierpoly.check(cfg)
+
+
 def test_torch_free_names_match_the_library():
     from quadrun.data import polynomials
     from quadrun.nn.hierarchical import SIGMA1
@@ -630,6 +697,9 @@ def test_kernel_rate_against_its_feature_count():
     assert c["verdict"] == "fails" and "more samples" in c["why"]
     c = _verdicts(net + kern(0.6), sep)["separation.kernel_rate[hermite_kernel]"]
     assert c["verdict"] == "inconclusive" and "pre-asymptotic" in c["why"]
+    rule = hclaims.claim_kernel_rate("separation", sep.separation, "hermite_kernel", sep, secant).rule
+    v, why = rule.decide(Evidence(interval=Interval(1.1, 0.95, 1.3)))    # crosses the upper edge
+    assert v == "inconclusive" and "too wide" in why
     # no kernel records in the separation regime: not measured, and the claim is still there
     c = _verdicts(net, sep)["separation.kernel_rate[hermite_kernel]"]
     assert c["verdict"] == "not_measured" and "hierpoly.separation.learners" in c["why"]
@@ -694,6 +764,23 @@ def test_feature_recovery_threshold():
     assert c["verdict"] == "not_measured" and "not reached" in c["why"]
 
 
+def test_control_no_recovery():
+    ctl = lambda level: _records("layerwise", 2, regime="control", corr=lambda d, s, i: level + 0.02 * s)
+    c = _verdicts(ctl(0.1), hierpoly.Config(regimes=["control"], bootstrap=200))["control.no_recovery"]
+    assert c["verdict"] == "holds" and c["extension"] is True, c
+    assert "He_1 + He_2/sqrt 2" in c["statement"] and "median |corr(feature, p)|" in c["measured"]
+    c = _verdicts(ctl(0.8), hierpoly.Config(regimes=["control"], bootstrap=200))["control.no_recovery"]
+    assert c["verdict"] == "fails", c
+    spread = lambda d, s, i: [0.1, 0.5, 0.9][s]                    # seeds straddle 0.5
+    recs = _records("layerwise", 2, regime="control", corr=spread)
+    c = _verdicts(recs, hierpoly.Config(regimes=["control"], bootstrap=200))["control.no_recovery"]
+    assert c["verdict"] == "inconclusive" and "more seeds" in c["why"], c
+    c = _verdicts([], hierpoly.Config(regimes=["control"]))["control.no_recovery"]
+    assert c["verdict"] == "not_measured"
+    # the control regime has no other claim
+    assert list(_verdicts(ctl(0.1), hierpoly.Config(regimes=["control"]))) == ["control.no_recovery"]
+
+
 # ---- simulated error rates of the rules (synthetic records with a known truth) -------------------
 
 SIM_DIMS = (6, 8, 12, 16, 24, 32)     # the separation regime's d
@@ -744,6 +831,27 @@ def test_rate_rule_error_rates_simulated():
     assert rates["inconclusive"] == 1.0, rates
     rates, _ = _rate_verdicts(2.5, 40)
     assert rates["holds"] <= 0.1 and rates["fails"] <= 0.1, rates
+
+
+def test_separation_rule_error_rates_simulated():
+    """The network's side of the separation rule on simulated records (10 seeds, d = 6 ...
+    32, per-seed sd 0.35 in log n*), the kernel's side held at an exact 3.2: a true d^2
+    network separates nearly always, a true d^3 network (on the midpoint) rarely."""
+    c = _cfg("separation", bootstrap=200, dims=list(SIM_DIMS))
+    r = c.separation
+    kernel = Evidence(interval=Interval(3.2, 3.2, 3.2))
+    rates = {}
+    for beta, reps in ((2.0, 30), (3.0, 30)):
+        rng = np.random.default_rng(int(beta * 1000))
+        found = []
+        for _ in range(reps):
+            s = hclaims.study(_simulated_records(beta, rng), "separation", "layerwise", r, c)
+            ev = Evidence(cases=[("network", hclaims.rate_evidence(s, "separation", "layerwise")),
+                                 ("kernel", kernel)])
+            found.append(hclaims.claim_separation("separation", r, "hermite_kernel", c).decide(ev)["verdict"])
+        rates[beta] = {v: found.count(v) / reps for v in set(found)}
+    assert rates[2.0].get("holds", 0) >= 0.95, rates
+    assert rates[3.0].get("holds", 0) <= 0.1, rates
 
 
 def test_feature_recovery_does_not_fail_exactly_collapsed_noisy_curves():
@@ -811,25 +919,43 @@ def test_config_keys_regimes_scales_and_unread_keys(compose):
     validate(cfg, experiments)
     h = cfg.hierpoly
     assert h.joint.train.lr == 0.01 and h.relu2.train.epochs == 7 and list(h.headline.dims) == [8, 16]
-    assert list(h.regimes) == ["separation", "headline"] and h.n_test == 100_000
+    assert list(h.regimes) == ["separation", "control", "headline"] and h.n_test == 100_000
     assert (h.separation.k, h.separation.q, h.separation.outer, h.separation.spectrum) == \
         (2, 2, "linear_hermite", "projection")
+    assert h.separation.seeds >= 10 and list(h.separation.dims) == [6, 8, 12, 16, 24, 32]
+    assert (h.control.outer, h.control.q, h.control.spectrum) == ("hermite", 2, "goe")
     # the cpu scale reads neither the paper regime nor the learners no chosen regime lists
     unread = unread_keys(hierpoly, h)
-    assert {"paper", "joint", "relu2", "kernel", "layerwise.sigma1", "layerwise.width1"} <= set(unread)
-    assert not {"separation", "headline", "layerwise", "hermite_kernel"} & set(unread)
+    assert set(unread) == {"paper", "joint", "layerwise.sigma1", "layerwise.width1"}
     assert "learners" in unread["joint"]
     cfg, _ = compose("experiment=hierpoly", "hierpoly.regimes=[headline]",
                      "hierpoly.headline.learners=[layerwise,relu2]", "hierpoly.layerwise.features=random")
     unread = unread_keys(hierpoly, cfg.hierpoly)
-    assert "separation" in unread and "hermite_kernel" in unread and "relu2" not in unread
-    assert "layerwise.sigma1" not in unread
+    assert {"separation", "control", "hermite_kernel", "kernel"} <= set(unread)
+    assert not {"relu2", "layerwise.sigma1", "headline"} & set(unread)
     with pytest.raises(Exception, match=r"Key 'lr' is not in struct|hierpoly\.joint\.lr"):
         compose("experiment=hierpoly", "hierpoly.joint.lr=0.01")
     cfg, _ = compose("experiment=hierpoly", "scale=paper")
     h = cfg.hierpoly
     assert list(h.regimes) == ["paper"] and (h.joint.train.epochs, h.joint.train.lr) == (100, 0.01)
     assert (h.paper.inner, h.paper.k, h.paper.q, list(h.paper.dims)) == ("hermite_sum", 3, 3, [16, 24, 32, 40])
+
+
+def test_gpu_and_paper_sizes(compose):
+    """The gpu sizes (composed by path until "gpu" is one of quadrun's scales): the headline
+    at d = 64, 128, 256 x 5 seeds, n up to 32 d^2, every feature count allowed; the paper
+    scale lifts the NTK's cpu caps."""
+    from collections import Counter
+    from omegaconf import OmegaConf
+    cfg, _ = compose("experiment=hierpoly", "sizes@_global_=hierpoly/gpu")
+    c = OmegaConf.to_object(cfg.hierpoly)
+    cells = hierpoly.cells(c)
+    assert Counter((x["learner"], x["d"]) for x in cells) == {("layerwise", d): 5 * 6 for d in (64, 128, 256)}
+    assert max(x["n"] for x in cells) == 32 * 256 ** 2 and c.headline.gram_dtype == "float32"
+    assert math.comb(258, 2) <= c.layerwise.max_features
+    cfg, _ = compose("experiment=hierpoly", "scale=paper")
+    learners = Counter(x["learner"] for x in hierpoly.cells(OmegaConf.to_object(cfg.hierpoly)))
+    assert learners["kernel"] > 0 and learners["joint"] > 0
 
 
 def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):
@@ -853,28 +979,34 @@ def test_a_run_bootstraps_each_rate_once(compose, tmp_path, monkeypatch):
     cfg, _ = compose("experiment=hierpoly", "scale=smoke", "threads=1", "device=cpu")
     folder = tmp_path / "run"
     out = run(cfg, folder)
-    report.build([folder], out=folder / "report", figures=folder / "plots", quiet=True)
-    # rates: separation layerwise (n*, n_c), hermite_kernel (on d, on its count); headline
-    # layerwise (n*, n_c), relu2; paper joint (n*, n_c), kernel (on d, on its count)
-    assert len(calls) == 11, calls
+    report.build([folder], out=folder / "report", quiet=True)          # as the CLI writes it
+    # rates: separation layerwise (n*, n_c), hermite_kernel and kernel (on d, on the count),
+    # relu2; control (one for every d); headline layerwise (n*, n_c), relu2; paper joint
+    # (n*, n_c), kernel (on d, on the count)
+    assert len(calls) == 7 + 1 + 3 + 4, calls
     ids = [c["id"] for c in out["claims"]]
     assert ids == ["separation.layerwise_dk", "separation.kernel_rate[hermite_kernel]",
-                   "separation.separation[hermite_kernel]", "separation.feature_recovery",
+                   "separation.separation[hermite_kernel]", "separation.kernel_rate[kernel]",
+                   "separation.separation[kernel]", "separation.two_layer",
+                   "separation.feature_recovery", "control.no_recovery",
                    "headline.layerwise_dk", "headline.two_layer", "headline.feature_recovery",
                    "paper.layerwise_dk", "paper.kernel_rate[kernel]", "paper.separation[kernel]",
                    "paper.feature_recovery"]
     s = json.loads((folder / "summary.json").read_text())
     assert {(p["regime"], p["learner"]) for p in s["records"]} == {
-        ("separation", "layerwise"), ("separation", "hermite_kernel"), ("headline", "layerwise"),
+        ("separation", "layerwise"), ("separation", "hermite_kernel"), ("separation", "kernel"),
+        ("separation", "relu2"), ("control", "layerwise"), ("headline", "layerwise"),
         ("headline", "relu2"), ("paper", "joint"), ("paper", "kernel")}
-    assert len(s["records"]) == 40 + 24 + 16
+    # separation 4 learners x 2 d x 2 seeds x 5 n; control 2 x 2 x 3; headline 2 x 2 x 2 x 3;
+    # paper 2 x 2 x 2 x 2
+    assert len(s["records"]) == 80 + 12 + 24 + 16
     for p in s["records"]:
         assert set(p) == {"regime", "learner", "d", "replicate", "n", "stream_seed", "test_mse",
                           "corr", "seconds", "status", "threads"}
         assert (p["corr"] is None) == (p["learner"] not in ("layerwise", "joint"))
-    assert len({p["stream_seed"] for p in s["records"]}) == 6          # 2 replicates x 3 regimes
-    assert set(s["time"]) == {"separation", "headline", "paper"}
-    assert (folder / "plots" / "separation_corr_vs_n_over_dk.png").exists()
+    assert len({p["stream_seed"] for p in s["records"]}) == 8          # 2 replicates x 4 regimes
+    assert set(s["time"]) == {"separation", "control", "headline", "paper"}
+    assert (folder / "report" / "separation_corr_vs_n_over_dk.png").exists()
 
 
 def test_bad_config_is_one_line(cli):
@@ -882,3 +1014,18 @@ def test_bad_config_is_one_line(cli):
     assert r.returncode == 2 and "hierpoly.headline.k" in r.stderr and "Traceback" not in r.stderr
     r = cli("experiment=hierpoly", "hierpoly.separation.dims=[20]")
     assert r.returncode == 2 and "max_features" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_streamed_ridge_on_cuda_matches_cpu():
+    """The GPU path of the headline: float32 Gram products on CUDA, the Cholesky walk there,
+    the chosen solve in float64: the CPU's strength and weights."""
+    t = make_target("quadratic", 16, 2, 3, seed=0)
+    phi = HermiteFeatures(16, 2)
+    chunks = lambda i, j: ((x, h) for x, _, h in t.stream(1, i, j, 2048))
+    fits = [ridge_path(phi, chunks, [256, 1024, 8192], phi.count, loo_rows=2048, device=device,
+                       compute_dtype=torch.float32, method="cholesky") for device in ("cpu", "cuda")]
+    for a, b in zip(*fits):
+        assert a.fit.lam == b.fit.lam
+        assert (a.fit.weights - b.fit.weights.cpu()).abs().max() < 1e-4 * a.fit.weights.abs().max()

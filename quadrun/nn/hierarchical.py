@@ -228,7 +228,7 @@ def layerwise_path(featurize: Callable, features: int, grid: Sequence[tuple], st
                    stage2: Callable, test: Callable, a: torch.Tensor, b: torch.Tensor,
                    lambdas: Sequence[float] = DEFAULT_LAMBDAS, loo_rows: int = 4096,
                    device="cpu", stop: Optional[Callable[[], None]] = None,
-                   compute_dtype=torch.float64) -> List[dict]:
+                   compute_dtype=torch.float64, method: str = "eigh") -> List[dict]:
     """The layerwise protocol at every point (n1, n2) of an increasing grid, from one pass
     over each stream: `stage1(start, stop)` / `stage2(start, stop)` yield (x, h) pieces of
     rows [start, stop) of two independent sample streams, `test()` yields (x, p, h) pieces
@@ -237,10 +237,11 @@ def layerwise_path(featurize: Callable, features: int, grid: Sequence[tuple], st
     on the first n2 fresh samples; the test set is read once for all grid points. Returns
     per grid point {test_mse, corr, seconds, stage1_lambda, stage2_lambda}; `seconds` is
     that point's share (its stretch of the stage-1 stream and its solves, its stage 2, an
-    equal share of the stage-2 and test passes). `compute_dtype`: see NormalEquations."""
+    equal share of the stage-2 and test passes). `compute_dtype`: see NormalEquations;
+    `method`: its solve (quadrun.nn.ridge)."""
     grid = [(int(n1), int(n2)) for n1, n2 in grid]
     path = ridge_path(featurize, stage1, [n1 for n1, _ in grid], features, lambdas, loo_rows,
-                      device, compute_dtype, stop=stop)
+                      device, compute_dtype, stop=stop, method=method)
     U = torch.stack([pt.fit.weights for pt in path], 1).to(device)          # (F, S)
     t0 = time.perf_counter()
     n2max = max(n2 for _, n2 in grid)

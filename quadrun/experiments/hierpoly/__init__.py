@@ -20,20 +20,21 @@ The protocol, read in this package's order:
   the test MSE relative to Var h, |corr(feature, p)| for the learners with a scalar
   feature, seconds, status and the replicate's stream_seed. The streamed learners solve
   every n of a (regime, d, replicate) from one pass over the largest n.
-- claims.py: n*(d) where the median error over seeds reaches target_error, its slope on
-  log d with a bootstrap interval over seeds (resampled within each d), and the rules
-  that decide the claims (see its docstring).
-- figures.py: error and corr against n/d^k per d, n* against d.
+- curves.py and evidence.py: n*(d) where the median error over seeds reaches
+  target_error (n_c(d) where the median corr reaches 0.9), its slope on log d with a
+  bootstrap interval over seeds (resampled within each d, once per rate);
+- claims.py: the claims and the rules that decide them (see its docstring);
+- plots.py: error and corr against n/d^k per d, n* against d.
 
 A sweep over d (one job per d) is one study: quadrun-report pools its jobs (POOL).
 """
 from __future__ import annotations
 
-from quadrun.experiments.hierpoly.claims import claims, summarize  # noqa: F401
-from quadrun.experiments.hierpoly.config import POOL, VARIANTS, Config, check  # noqa: F401
-# torch-free, and matplotlib only when drawing; imported here, not inside a function, since
-# importing a submodule later rebinds the package's name `figures` to the module
-from quadrun.experiments.hierpoly.figures import figures  # noqa: F401
+from quadrun.experiments.hierpoly.claims import claims, summarize
+from quadrun.experiments.hierpoly.config import POOL, VARIANTS, Config, check
+
+__all__ = ["Config", "check", "VARIANTS", "POOL", "claims", "summarize", "cells", "measure",
+           "figures"]
 
 
 def cells(c) -> list:
@@ -44,3 +45,8 @@ def cells(c) -> list:
 def measure(c, cell, ctx) -> dict:
     from quadrun.experiments.hierpoly.lab import measure
     return measure(c, cell, ctx)
+
+
+def figures(records, c, save) -> None:
+    from quadrun.experiments.hierpoly.plots import figures
+    figures(records, c, save)

@@ -25,13 +25,16 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from quadrun import stats
-from quadrun.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Above, Band, Below, Claim,
-                            Evidence, Rule, decide, fmt, fmt_interval, missing)
+from quadrun.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Above, AllCases, Band,
+                            Below, Claim, Rule, decide, fmt)
 from quadrun.experiments.hierpoly import curves
-from quadrun.experiments.hierpoly.config import KERNELS, LEARNERS, PAPER, REGIMES, THREE_LAYER
+from quadrun.experiments.hierpoly.config import (KERNELS, LEARNERS, PAPER, REGIMES, THREE_LAYER,
+                                                 learner_dims)
+from quadrun.experiments.hierpoly.evidence import (RECOVERY, control_evidence, pair_evidence,
+                                                   rate_evidence, study)
 
 BAND = 0.5          # half-width of the rate band, in the exponent of d
-RECOVERY = 0.9      # c: the corr(feature, p) that counts as p recovered
+CONTROL = 0.5       # the |corr(feature, p)| the negative control must stay below
 
 
 # general: belongs in quadrun/claims.py (AllCases with a rule per case)
@@ -74,8 +77,11 @@ def _setup(regime: str, r, learner: str, c) -> str:
            "joint": f"all layers with Adam from a muP start, m2 = {c.joint.width2}",
            "hermite_kernel": "ridge on the Hermite features of degree <= kq",
            "kernel": "ReLU NTK ridge", "relu2": f"two-layer ReLU net, width {c.relu2.width}, Adam"}
+    dims = learner_dims(c, r, learner) if learner in LEARNERS else r.dims
+    most = getattr(getattr(c, learner, None), "max_seeds", 0)
+    seeds = min(r.seeds, most) if most else r.seeds
     return (f"{target}; {learner}: {how.get(learner, learner)}; n* at median test MSE / Var h "
-            f"= {fmt(r.target_error)} over seeds; d = {', '.join(map(str, r.dims))}")
+            f"= {fmt(r.target_error)} over {seeds} seeds; d = {', '.join(map(str, dims))}")
 
 
 # ---- the claims, declared once ---------------------------------------------------------------
@@ -152,117 +158,19 @@ def claim_two_layer(regime: str, r, c) -> Claim:
         extension=True)
 
 
-# ---- evidence ----------------------------------------------------------------------------------
-
-def _reference(k: int):
-    return lambda d: math.comb(d + k, k)
-
-
-def study(records, regime: str, learner: str, r, c, quantity: str = "error",
-          against: Optional[int] = None) -> Optional[dict]:
-    """One learner's rate in one regime (one bootstrap): n* (quantity "error") or n_c
-    ("corr") against d, or against C(d + against, against) when `against` is given."""
-    key = curves.QUANTITIES[quantity][0]
-    per_d = curves.curves(records, regime, learner, key)
-    if not per_d:
-        return None
-    x_of = _reference(against) if against else (lambda d: d)
-    level = r.target_error if quantity == "error" else RECOVERY
-    out = curves.rate(per_d, quantity, level, x_of, c.bootstrap)
-    out.update(learner=learner, quantity=quantity, level=level, against=against,
-               reference_k=against or r.k, reference=curves.secant(_reference(against or r.k), out["dims"]))
-    return out
-
-
-def _word(s) -> str:
-    return "n*" if s["quantity"] == "error" else f"n_c (corr {fmt(RECOVERY)})"
-
-
-def describe(s: dict) -> str:
-    """The numbers of one study as text."""
-    iv = s["crossing_interval"]
-    parts = []
-    for d in s["dims"]:
-        v = s["crossing"][d]
-        if v is None:
-            n, e = s["last"][d]
-            what = "median error" if s["quantity"] == "error" else "median corr"
-            parts.append(f"d={d}: not reached ({what} {fmt(e)} at the largest n = {fmt(n)})")
-        else:
-            i = iv.get(d)
-            parts.append(f"d={d}: {fmt_interval(v, i.low, i.high) if i and i.has_interval else fmt(v)}")
-    text = f"{s['learner']}: {_word(s)} " + ", ".join(parts)
-    if s["slope"].estimate is not None:
-        x = "log d" if not s["against"] else f"log C(d+{s['against']},{s['against']})"
-        text += f"; slope on {x} {fmt_interval(s['slope'])}"
-        local = [v for v in s["local"] if v is not None]
-        if len(local) > 1:
-            text += " (between consecutive d: " + ", ".join(fmt(v, 2) for v in local) + ")"
-        if s["censored"]:
-            text += f"; {s['censored']} resamples miss the level at some d"
-    if s["reference"] is not None:
-        k = s["reference_k"]
-        text += (f"; secant slope of C(d+{k},{k}) on log d over d = {min(s['dims'])}-"
-                 f"{max(s['dims'])}: {fmt(s['reference'])}")
-    return text
-
-
-def values(s: Optional[dict]) -> dict:
-    if s is None:
-        return {}
-    sl = s["slope"]
-    name = "n_star" if s["quantity"] == "error" else "n_c"
-    return {"learner": s["learner"], "dims": s["dims"],
-            name: {str(d): v for d, v in s["crossing"].items()},
-            "interval": {str(d): [i.low, i.high] for d, i in s["crossing_interval"].items()},
-            "slope": {"value": sl.estimate, "low": sl.low, "high": sl.high,
-                      "censored": s["censored"], "local": s["local"]},
-            "reference_slope": s["reference"]}
-
-
-def rate_evidence(s: Optional[dict], regime: str, learner: str, band: Optional[tuple] = None) -> Evidence:
-    """What a rate rule reads: the slope's interval, or why there is none."""
-    if s is None:
-        return missing(f"no {learner} records; add {learner} to hierpoly.{regime}.learners")
-    measured, vals = describe(s), values(s)
-    if len(s["dims"]) < 2:
-        return missing(f"only d = {s['dims'][0]} measured: a slope needs at least 2 dimensions "
-                       "(pool a sweep over d with quadrun-report)", measured, **vals)
-    unreached = [d for d in s["dims"] if s["crossing"][d] is None]
-    if unreached:
-        return missing("not reached inside the grid at d = " + ", ".join(map(str, unreached))
-                       + f": extend hierpoly.{regime}.ratios (or the learner's max_n)", measured, **vals)
-    problems = []
-    if s["edge"]:
-        problems.append("reached at the grid's first n (an upper bound) at d = "
-                        + ", ".join(map(str, s["edge"])) + f": start hierpoly.{regime}.ratios lower")
-    one = [d for d in s["dims"] if s["seeds"][d] < 2]
-    if one:
-        problems.append("one seed at d = " + ", ".join(map(str, one))
-                        + f": no spread for an interval (raise hierpoly.{regime}.seeds)")
-    if not s["slope"].has_interval and not problems:
-        problems.append("no bootstrap interval (hierpoly.bootstrap = 0)")
-    if problems:
-        return Evidence(measured=measured, values=vals, undecided="; ".join(problems))
-    iv = s["slope"]
-    nxt = ""
-    if band is not None:
-        if iv.high < band[0]:
-            nxt = "larger d would leave the pre-asymptotic range (scale=gpu: d = 64, 128, 256)"
-        else:
-            nxt = f"more seeds would narrow the interval (width {fmt(iv.width)}; the band is {fmt(band[1] - band[0])} wide)"
-    return Evidence(measured=measured, values=vals, interval=iv, next=nxt)
-
-
-def pair_evidence(net: Optional[dict], other: Optional[dict], regime: str, three: str,
-                  learner: str) -> Evidence:
-    """Two slopes on either side of a midpoint: the network's and the other learner's."""
-    cases = [(f"{three} slope", rate_evidence(net, regime, three)),
-             (f"{learner} slope", rate_evidence(other, regime, learner))]
-    measured = " | ".join(ev.measured for _, ev in cases)
-    return Evidence(measured=measured, cases=cases,
-                    values={"learners": [three, learner], three: values(net), learner: values(other)},
-                    next="more seeds or a wider d range would separate the intervals")
+def claim_control(regime: str, r, c) -> Claim:
+    return Claim(
+        f"{regime}.no_recovery",
+        statement=(f"Negative control: with g = He_{r.q} (E[g'(p)] = 0: no linear Hermite "
+                   "coefficient) the initial stage has nothing to recover, and corr(learned "
+                   "feature, p) stays low at every n. This is why the separation regime uses "
+                   "g = He_1 + He_2/sqrt 2 (a linear coefficient) with a projection spectrum "
+                   "(A^2 ~ A, so the degree-2 part of g(p) is a multiple of p at every d)."),
+        source=(f"{PAPER}: the theorem's assumption on g (the initial stage learns the "
+                "degree-k part of h, which is p only when g has a linear Hermite coefficient)"),
+        target=(f"at every d, the 95 % bootstrap interval of the median |corr(feature, p)| at "
+                f"the largest n lies below {fmt(CONTROL)} (recovery is {fmt(RECOVERY)})"),
+        rule=AllCases(Below(CONTROL)), setup=_setup(regime, r, "layerwise", c), extension=True)
 
 
 # ---- from records to decided claims -------------------------------------------------------------
@@ -283,6 +191,9 @@ def learners(records, regime: str, c) -> list:
 def regime_claims(records, regime: str, r, c) -> List[dict]:
     """The claims of one regime, decided (one bootstrap per rate)."""
     mine = [x for x in records if x.get("regime") == regime]
+    if regime == "control":
+        declared = claim_control(regime, r, c)
+        return decide([declared], {declared.id: control_evidence(mine, regime, "layerwise", c.bootstrap)})
     present = learners(records, regime, c)
     measured = {x.get("learner") for x in mine}
     three = next((l for l in THREE_LAYER if l in measured),
@@ -313,8 +224,9 @@ def regime_claims(records, regime: str, r, c) -> List[dict]:
 def claims(records, c) -> list:
     """Per regime of hierpoly.regimes (and any regime the records hold): layerwise_dk,
     kernel_rate[..] and separation[..] per kernel learner (always hermite_kernel in the
-    separation regime), two_layer where relu2 ran, feature_recovery. The three-layer learner
-    is layerwise, else joint (the paper's Figure 2 trains jointly)."""
+    separation regime), two_layer where relu2 ran, feature_recovery; the control regime
+    has no_recovery alone. The three-layer learner is layerwise, else joint (the paper's
+    Figure 2 trains jointly)."""
     out = []
     for regime in regimes(records, c):
         out += regime_claims(records, regime, getattr(c, regime), c)

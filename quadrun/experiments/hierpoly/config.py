@@ -10,7 +10,7 @@ from typing import List
 from quadrun.errors import ConfigError
 from quadrun.schema import TrainConfig, Variants, spec, train_config
 
-REGIMES = ("separation", "headline", "paper")
+REGIMES = ("separation", "control", "headline", "paper")
 LEARNERS = ("layerwise", "hermite_kernel", "joint", "kernel", "relu2")
 THREE_LAYER = ("layerwise", "joint")      # the learners the paper's claims are about
 KERNELS = ("hermite_kernel", "kernel")
@@ -43,19 +43,33 @@ class RegimeConfig:
                                                   "dims (the costliest); 0: seeds")
     learners: List[str] = spec(["layerwise"], choices=list(LEARNERS))
     target_error: float = spec(0.2, gt=0, help="relative test MSE that defines n*(d)")
+    gram_dtype: str = spec("float64", choices=["float64", "float32"],
+                           help="dtype of each chunk's Phi^T Phi in the streamed ridges and of "
+                                "the factorisations that choose the ridge (sums and the chosen "
+                                "solve stay float64); float32 is about twice as fast")
 
 
 def _separation() -> RegimeConfig:
     # A projection spectrum (A^2 ~ A) makes the degree-2 part of g(p) exactly ~ p at every
     # d, and g = He_1 + He_2 / sqrt 2 has the linear Hermite coefficient the theorem's
-    # stage 1 needs (with g = He_2 alone the degree-2 part of h vanishes as d grows).
-    return RegimeConfig(spectrum="projection", outer="linear_hermite", q=2, dims=[6, 8, 10, 12],
-                        ratios=[2.0 ** (j / 2) for j in range(-2, 13)],
-                        learners=["layerwise", "hermite_kernel"])
+    # stage 1 needs (with g = He_2 alone the degree-2 part of h vanishes as d grows: the
+    # control regime measures it). The kernels run as far as their cost allows (their
+    # max_features / max_d), the network over the whole range.
+    return RegimeConfig(spectrum="projection", outer="linear_hermite", q=2,
+                        dims=[6, 8, 12, 16, 24, 32], ratios=[2.0 ** (j / 2) for j in range(-2, 13)],
+                        seeds=10, learners=["layerwise", "hermite_kernel", "kernel", "relu2"])
+
+
+def _control() -> RegimeConfig:
+    # The negative control: g = He_2 has no linear Hermite coefficient (E[g'(p)] = 0), so
+    # the degree-2 part of h is not p (for a GOE spectrum it is ~ x^T A^2 x - tr A^2, nearly
+    # orthogonal to p) and stage 1 has nothing to recover.
+    return RegimeConfig(spectrum="goe", outer="hermite", q=2, dims=[8, 16, 32],
+                        ratios=[2.0 ** j for j in range(7)], seeds=5)
 
 
 def _headline() -> RegimeConfig:
-    return RegimeConfig(seeds_at_largest_d=3)
+    return RegimeConfig(seeds_at_largest_d=3, gram_dtype="float32")
 
 
 def _paper() -> RegimeConfig:
@@ -73,15 +87,19 @@ class LayerwiseConfig:
     stage2_fraction: float = spec(0.25, gt=0, lt=1, help="share of the n samples kept fresh for stage 2")
     bias_range: float = spec(4.0, gt=0, help="outer biases b_j ~ U(-range, range), g at unit variance")
     loo_rows: int = spec(4096, ge=16, help="stage-1 samples whose leave-one-out error picks the ridge")
-    max_features: int = spec(6000, ge=1, help="no more stage-1 features than this (memory: 8 F^2 bytes)")
+    max_features: int = spec(9000, ge=1, help="no more stage-1 features than this (memory: "
+                                              "8 F^2 bytes; d = 128 has 8,385)")
     max_n: int = spec(2 ** 18, ge=0, help="no cell above this n (cost cap); 0: no cap")
+    max_d: int = spec(0, ge=0, help="no cells above this d (cost cap); 0: no cap")
 
 
 @dataclass
 class HermiteKernelConfig:
     loo_rows: int = spec(2048, ge=16, help="samples whose leave-one-out error picks the ridge")
-    max_features: int = spec(4000, ge=1, help="no more features C(d + kq, kq) than this")
+    max_features: int = spec(4000, ge=1, help="no cells at a d whose C(d + kq, kq) features "
+                                              "exceed this (the kernel runs as far as it allows)")
     max_n: int = spec(0, ge=0, help="no cell above this n (cost cap); 0: no cap")
+    max_d: int = spec(0, ge=0, help="no cells above this d (cost cap); 0: no cap")
 
 
 @dataclass
@@ -90,6 +108,8 @@ class JointConfig:
     width1: int = spec(0, ge=0, help="m1; 0: d^2 (the paper)")
     width2: int = spec(1000, ge=1, help="m2 (the paper: 1000)")
     max_n: int = spec(0, ge=0, help="no cell above this n (cost cap); 0: no cap")
+    max_d: int = spec(0, ge=0, help="no cells above this d (cost cap); 0: no cap")
+    max_seeds: int = spec(0, ge=0, help="at most this many of a regime's replicates; 0: all")
     # Adam on every layer; train.lr is the input-like weights' lr, readouts get lr / width.
     # Only each training's last loss is logged (log_every).
     train: TrainConfig = train_config(epochs=50, batch_size=256, optimizer="adam", lr=1e-3,
@@ -100,6 +120,8 @@ class JointConfig:
 class Relu2Config:
     width: int = spec(512, ge=1)
     max_n: int = spec(16384, ge=0, help="no cell above this n (cost cap); 0: no cap")
+    max_d: int = spec(12, ge=0, help="no cells above this d (cost cap); 0: no cap")
+    max_seeds: int = spec(5, ge=0, help="at most this many of a regime's replicates; 0: all")
     train: TrainConfig = train_config(epochs=50, batch_size=256, optimizer="adam", lr=3e-3,
                                       schedule="cosine", log_every=10 ** 9)
 
@@ -108,21 +130,25 @@ class Relu2Config:
 class KernelConfig:
     exact_max_n: int = spec(2048, ge=1, help="exact NTK ridge up to this n; NTK features beyond")
     rf_features: int = spec(2048, ge=4, help="width x (d + 2) of the random network's NTK features")
-    max_n: int = spec(16384, ge=0, help="no cell above this n (cost cap); 0: no cap")
+    max_n: int = spec(2048, ge=0, help="no cell above this n (cost cap: the exact kernel's "
+                                        "n^3); 0: no cap")
+    max_d: int = spec(8, ge=0, help="no cells above this d (cost cap); 0: no cap")
+    max_seeds: int = spec(3, ge=0, help="at most this many of a regime's replicates; 0: all")
 
 
 @dataclass
 class Config:
-    regimes: List[str] = spec(["separation", "headline"], choices=list(REGIMES))
+    regimes: List[str] = spec(["separation", "control", "headline"], choices=list(REGIMES))
     separation: RegimeConfig = field(default_factory=_separation)
+    control: RegimeConfig = field(default_factory=_control)
     headline: RegimeConfig = field(default_factory=_headline)
     paper: RegimeConfig = field(default_factory=_paper)
     n_test: int = spec(100_000, ge=10, help="test points (streamed) per (regime, d, seed)")
     bootstrap: int = spec(1000, ge=0, help="bootstrap resamples of the seeds for the intervals")
     chunk: int = spec(4096, ge=16, help="rows per streamed chunk")
-    gram_dtype: str = spec("float64", choices=["float64", "float32"],
-                           help="dtype of each chunk's Phi^T Phi in the streamed ridges (sums "
-                                "stay float64); float32 is about twice as fast")
+    solve: str = spec("cholesky", choices=["cholesky", "eigh"],
+                      help="the streamed ridges' solve at each n: a walk of Cholesky "
+                           "factorisations along the ridge grid | one eigendecomposition")
     layerwise: LayerwiseConfig = field(default_factory=LayerwiseConfig)
     hermite_kernel: HermiteKernelConfig = field(default_factory=HermiteKernelConfig)
     joint: JointConfig = field(default_factory=JointConfig)
@@ -163,16 +189,18 @@ def check(cfg) -> None:
             raise ConfigError(f"{key}.learners: empty; give at least one of " + ", ".join(LEARNERS))
         if not r.dims or not r.ratios:
             raise ConfigError(f"{key}.dims / {key}.ratios: must not be empty")
-        for learner, degree, limit in (("layerwise", r.k, c.layerwise.max_features),
-                                       ("hermite_kernel", r.k * r.q, c.hermite_kernel.max_features)):
-            if learner not in r.learners or (learner == "layerwise" and c.layerwise.features != "hermite"):
-                continue
-            d = max(r.dims)
-            count = math.comb(d + degree, degree)
-            if count > limit:
-                raise ConfigError(f"{key}.dims: {learner} at d = {d} needs C({d} + {degree}, {degree}) "
-                                  f"= {count} features, above hierpoly.{learner}.max_features = "
-                                  f"{limit}; use smaller d or raise the limit")
+        dims = learner_dims(c, r, "layerwise")
+        if "layerwise" in r.learners and c.layerwise.features == "hermite" and dims:
+            d = max(dims)
+            count = math.comb(d + r.k, r.k)
+            if count > c.layerwise.max_features:
+                raise ConfigError(f"{key}.dims: layerwise at d = {d} needs C({d} + {r.k}, {r.k}) "
+                                  f"= {count} features, above hierpoly.layerwise.max_features = "
+                                  f"{c.layerwise.max_features}; use smaller d or raise the limit")
+        if "hermite_kernel" in r.learners and not learner_dims(c, r, "hermite_kernel"):
+            raise ConfigError(f"{key}.dims: hermite_kernel needs C(d + {r.k * r.q}, {r.k * r.q}) <= "
+                              f"hierpoly.hermite_kernel.max_features = "
+                              f"{c.hermite_kernel.max_features} at some d; none of {list(r.dims)} has")
 
 
 def grid(r, d: int) -> List[int]:
@@ -183,3 +211,13 @@ def grid(r, d: int) -> List[int]:
 def max_n(c, learner: str) -> int:
     """A learner's cap on n (no cap: a huge number)."""
     return getattr(c, learner).max_n or 2 ** 62
+
+
+def learner_dims(c, r, learner: str) -> List[int]:
+    """The d of a regime at which a learner gets cells: at most its max_d, and for the
+    Hermite kernel at most hermite_kernel.max_features features C(d + kq, kq)."""
+    lc = getattr(c, learner)
+    out = [d for d in dict.fromkeys(r.dims) if not lc.max_d or d <= lc.max_d]
+    if learner == "hermite_kernel":
+        out = [d for d in out if math.comb(d + r.k * r.q, r.k * r.q) <= lc.max_features]
+    return out

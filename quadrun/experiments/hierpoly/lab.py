@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from quadrun.data.polynomials import HermiteFeatures, make_target
-from quadrun.experiments.hierpoly.config import STREAMED, THREE_LAYER, grid, max_n
+from quadrun.experiments.hierpoly.config import STREAMED, THREE_LAYER, grid, learner_dims, max_n
 from quadrun.nn.hierarchical import SIGMA1 as ACT
 from quadrun.nn.hierarchical import (StreamScore, ThreeLayerNet, init_mup, layerwise_path,
                                      mup_param_groups, outer_init, two_layer_relu)
@@ -29,17 +29,21 @@ def cells(c) -> list:
     """(regime, learner, d, replicate, n) for every regime, d, replicate, learner and n =
     ratio * d^k, in that order: the cells of one (regime, d, replicate) are consecutive
     (they share the target), and those of one learner too (one pass serves its n); a
-    learner gets no cell above its max_n."""
+    learner gets no cell above its max_n, nor at a d above its max_d (or, for the Hermite
+    kernel, with more than max_features features), nor beyond its max_seeds replicates."""
     out = []
     for name in dict.fromkeys(c.regimes):
         r = getattr(c, name)
         dims = list(dict.fromkeys(r.dims))
+        at = {learner: set(learner_dims(c, r, learner)) for learner in r.learners}
         for d in dims:
             seeds = r.seeds_at_largest_d if (d == max(dims) and r.seeds_at_largest_d) else r.seeds
             for replicate in range(seeds):
                 for learner in dict.fromkeys(r.learners):
-                    out += [{"regime": name, "learner": learner, "d": d, "replicate": replicate,
-                             "n": n} for n in grid(r, d) if n <= max_n(c, learner)]
+                    most = getattr(getattr(c, learner), "max_seeds", 0)
+                    if d in at[learner] and not (most and replicate >= most):
+                        out += [{"regime": name, "learner": learner, "d": d, "replicate": replicate,
+                                 "n": n} for n in grid(r, d) if n <= max_n(c, learner)]
     return out
 
 
@@ -97,7 +101,8 @@ def _layerwise_path(c, r, d, target, seed, ctx) -> dict:
         stage1=lambda i, j: ((x, h) for x, _, h in st["train"](i, j)),
         stage2=lambda i, j: ((x, h) for x, _, h in st["fresh"](i, j)),
         test=lambda: st["test"](0, c.n_test), a=a, b=b, loo_rows=lc.loo_rows,
-        device=ctx.device, stop=_stop(ctx), compute_dtype=getattr(torch, c.gram_dtype))
+        device=ctx.device, stop=_stop(ctx), compute_dtype=getattr(torch, r.gram_dtype),
+        method=c.solve)
     return {n: _record(res["test_mse"], res["corr"], res["seconds"])
             for n, res in zip(ns, results)}
 
@@ -110,7 +115,7 @@ def _hermite_kernel_path(c, r, d, target, seed, ctx) -> dict:
     st = _streams(target, seed, d, c.chunk)
     path = ridge_path(phi, lambda i, j: ((x, h) for x, _, h in st["train"](i, j)), ns, phi.count,
                       loo_rows=c.hermite_kernel.loo_rows, device=ctx.device,
-                      compute_dtype=getattr(torch, c.gram_dtype), stop=_stop(ctx))
+                      compute_dtype=getattr(torch, r.gram_dtype), stop=_stop(ctx), method=c.solve)
     W = torch.stack([pt.fit.weights for pt in path], 1).to(ctx.device)
     t0 = time.perf_counter()
     scores = [StreamScore() for _ in ns]

@@ -1,9 +1,7 @@
 """Figures per regime, drawn from the records (no resampling: the intervals are the
 claims'): the median test error and the median corr(feature, p) against n/d^k, one curve
 per d with the seeds' interquartile range as a band, and n*(d) against d (log-log) with
-the fitted line and the reference slopes k and kq. Imports matplotlib only when drawing,
-so the package's entry point imports this module at the top: a submodule imported later,
-inside a function, would rebind the package's name `figures` to itself."""
+the fitted line and the reference slopes k and kq."""
 from __future__ import annotations
 
 import numpy as np
