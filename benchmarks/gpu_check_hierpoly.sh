@@ -16,13 +16,7 @@ step 120 "GPU tier: the streamed ridge on CUDA equals the CPU's" \
     python3 -m pytest -q -m gpu tests/test_hierpoly.py
 step 120 "stage-1 solve on CUDA at d = 128: Cholesky walk vs eigendecomposition, float32 products" \
     python3 benchmarks/hierpoly_stage1.py --device cuda --d 128 --ratio 4
-# scale=gpu needs "gpu" among quadrun.schema.SCALES; until then the same sizes file is
-# composed by its path (the run's stored scale then says cpu)
-if python3 -c 'import sys; from quadrun.schema import SCALES; sys.exit("gpu" not in SCALES)'; then
-    SCALE=scale=gpu
-else
-    SCALE=sizes@_global_=hierpoly/gpu
-fi
+SCALE=scale=gpu
 step 1500 "headline regime, $SCALE: d = 64, 128, 256 x 5 seeds" \
     python3 -m quadrun experiment=hierpoly "$SCALE" device=cuda hydra.run.dir="$OUT/runs/gpu"
 python3 - "$OUT/runs/gpu" <<'PY' 2>&1 | tee -a "$REPORT"

@@ -25,7 +25,8 @@ command that would decide it; the report shows it with the folder filled in and 
 
 Verdicts: holds | fails | inconclusive (noise or range too small to decide) |
 not_measured (this scale or this run cannot reach it). The runner adds the run's `scale`
-and `device`. Rules are small classes: `Above`, `Below`, `Band`, `Exact`, `AllCases`, `FewerEvents`;
+and `device`. Rules are small classes: `Above`, `Below`, `Band`, `Exact`, `AllCases` (one rule for
+every case), `EachCase` (a rule per case), `FewerEvents`;
 each has tests that make it hold and fail, and the ones that rest on noise have simulated
 error rates (tests/test_claims.py). Torch-free.
 """
@@ -228,6 +229,28 @@ class AllCases(Rule):
         open_ = [f"{label}: {why}" for label, v, why in decided if v != HOLDS]
         held = sum(v == HOLDS for _, v, _ in decided)
         return INCONCLUSIVE, f"{held} of {len(decided)} cases hold; undecided: {'; '.join(open_)}"
+
+
+@dataclass(frozen=True)
+class EachCase(Rule):
+    """Cases each decided by their own rule (in order): fails when any case fails, else
+    not_measured when any case was not measured (a comparison needs both sides), holds when
+    every case holds, else inconclusive."""
+    rules: Tuple[Rule, ...]
+
+    def _decide(self, ev):
+        if len(ev.cases) != len(self.rules):
+            return NOT_MEASURED, f"{len(ev.cases)} cases measured, {len(self.rules)} needed"
+        decided = [(label, *rule.decide(case)) for rule, (label, case) in zip(self.rules, ev.cases)]
+        failed = [f"{label}: {why}" for label, v, why in decided if v == FAILS]
+        if failed:
+            return FAILS, "; ".join(failed)
+        if any(v == NOT_MEASURED for _, v, _ in decided):
+            return NOT_MEASURED, "; ".join(f"{label}: {why}" for label, v, why in decided
+                                           if v == NOT_MEASURED)
+        if all(v == HOLDS for _, v, _ in decided):
+            return HOLDS, "; ".join(f"{label}: {why}" for label, _, why in decided)
+        return INCONCLUSIVE, "; ".join(f"{label}: {why}" for label, v, why in decided)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from quadrun.errors import ConfigError
 
-SCALES = ("smoke", "cpu", "paper")
+SCALES = ("smoke", "cpu", "paper", "gpu")   # gpu: an experiment's one-GPU size, where it has one
 
 
 def config_dir() -> str:
@@ -274,6 +274,13 @@ def validate(cfg: DictConfig, experiments: dict) -> None:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}") from None
     _walk(cfg, root_schema(experiments), "", experiments)
+    if cfg.get("scale") == "gpu":
+        from pathlib import Path
+
+        sizes = [p.parent.name for p in Path(config_dir(), "sizes").glob("*/gpu.yaml")]
+        if name not in sizes:
+            raise ConfigError(f"scale: {name} has no gpu scale (configs/sizes/{name}/gpu.yaml); "
+                              f"experiments with one: {', '.join(sorted(sizes)) or 'none'}")
     if cfg.get("device") == "cuda":
         import torch  # only for device=cuda: is there one?
 

@@ -6,7 +6,8 @@ Every interval is a two-sided 95 % interval unless `level` says otherwise, retur
 
 - `finite`, `median`, `mean`, `std`: the numbers among values (None, NaN, inf and
   non-numbers dropped), their median, mean and sample standard deviation;
-  `censored_median`, `censored_ratio`: the same where +inf is a target never reached.
+  `censored_median`, `censored_ratio`: the same where +inf is a target never reached;
+  `column_medians`: medians over the rows of a small array, fast for bootstraps.
 - `t_interval` (the mean), `welch_interval` (a difference of means, Welch's t).
 - `bootstrap` (any statistic of one sample) and `bootstrap_groups` (any statistic of
   several groups, units resampled within each group: seeds within each d, say).
@@ -87,6 +88,14 @@ def std(values: Iterable) -> Optional[float]:
     if not x:
         return None
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def column_medians(vals: np.ndarray) -> np.ndarray:
+    """np.median(vals, axis=0) for a small (seeds x ns) array, by one sort (several times
+    faster for the bootstrap's thousands of calls)."""
+    m = len(vals)
+    s = np.sort(vals, axis=0)
+    return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
 
 
 def censored_median(values: Iterable) -> float:

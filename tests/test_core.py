@@ -47,6 +47,10 @@ def test_every_experiment_composes_at_every_scale(experiment, scale, tmp_path):
     cfg, experiments = compose_cfg(f"experiment={experiment}", f"scale={scale}", *extra)
     with open_dict(cfg):
         cfg.pop("hydra", None)
+    if scale == "gpu" and not (REPO / "configs" / "sizes" / experiment / "gpu.yaml").exists():
+        with pytest.raises(ConfigError, match=f"^scale: {experiment} has no gpu scale"):
+            validate(cfg, experiments)
+        return
     validate(cfg, experiments)
     assert cfg.experiment == experiment and cfg.scale == scale
     assert cfg[experiment] is not None

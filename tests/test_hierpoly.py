@@ -942,12 +942,12 @@ def test_config_keys_regimes_scales_and_unread_keys(compose):
 
 
 def test_gpu_and_paper_sizes(compose):
-    """The gpu sizes (composed by path until "gpu" is one of quadrun's scales): the headline
+    """The gpu sizes (scale=gpu): the headline
     at d = 64, 128, 256 x 5 seeds, n up to 32 d^2, every feature count allowed; the paper
     scale lifts the NTK's cpu caps."""
     from collections import Counter
     from omegaconf import OmegaConf
-    cfg, _ = compose("experiment=hierpoly", "sizes@_global_=hierpoly/gpu")
+    cfg, _ = compose("experiment=hierpoly", "scale=gpu")
     c = OmegaConf.to_object(cfg.hierpoly)
     cells = hierpoly.cells(c)
     assert Counter((x["learner"], x["d"]) for x in cells) == {("layerwise", d): 5 * 6 for d in (64, 128, 256)}

@@ -21,12 +21,11 @@ fail and stay inconclusive, and simulates their error rates):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from quadrun import stats
-from quadrun.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Above, AllCases, Band,
-                            Below, Claim, Rule, decide, fmt)
+from quadrun.claims import (FAILS, INCONCLUSIVE, Above, AllCases, Band, Below, Claim, EachCase,
+                            decide, fmt)
 from quadrun.experiments.hierpoly import curves
 from quadrun.experiments.hierpoly.config import (KERNELS, LEARNERS, PAPER, REGIMES, THREE_LAYER,
                                                  learner_dims)
@@ -35,29 +34,6 @@ from quadrun.experiments.hierpoly.evidence import (RECOVERY, control_evidence, p
 
 BAND = 0.5          # half-width of the rate band, in the exponent of d
 CONTROL = 0.5       # the |corr(feature, p)| the negative control must stay below
-
-
-# general: belongs in quadrun/claims.py (AllCases with a rule per case)
-@dataclass(frozen=True)
-class EachCase(Rule):
-    """Cases each decided by their own rule (in order): fails when any case fails, else
-    not_measured when any case was not measured (a comparison needs both sides), holds when
-    every case holds, else inconclusive."""
-    rules: Tuple[Rule, ...]
-
-    def _decide(self, ev):
-        if len(ev.cases) != len(self.rules):
-            return NOT_MEASURED, f"{len(ev.cases)} cases measured, {len(self.rules)} needed"
-        decided = [(label, *rule.decide(case)) for rule, (label, case) in zip(self.rules, ev.cases)]
-        failed = [f"{label}: {why}" for label, v, why in decided if v == FAILS]
-        if failed:
-            return FAILS, "; ".join(failed)
-        if any(v == NOT_MEASURED for _, v, _ in decided):
-            return NOT_MEASURED, "; ".join(f"{label}: {why}" for label, v, why in decided
-                                           if v == NOT_MEASURED)
-        if all(v == HOLDS for _, v, _ in decided):
-            return HOLDS, "; ".join(f"{label}: {why}" for label, _, why in decided)
-        return INCONCLUSIVE, "; ".join(f"{label}: {why}" for label, v, why in decided)
 
 
 def rate_rule(k: float) -> Band:

@@ -67,28 +67,19 @@ def n_corr(ns, corrs, c: float) -> Optional[float]:
 QUANTITIES = {"error": ("test_mse", math.inf, n_star), "corr": ("corr", 0.0, n_corr)}
 
 
-def column_medians(vals: np.ndarray) -> np.ndarray:
-    """np.median(vals, axis=0) for a small (seeds x ns) array, by one sort (several times
-    faster for the bootstrap's thousands of calls)."""
-    m = len(vals)
-    s = np.sort(vals, axis=0)
-    return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
-
-
 def median_curve(per_seed, quantity: str = "error") -> tuple:
     """(ns, the median over seeds at each n every seed has)."""
     ns, vals = table(per_seed, QUANTITIES[quantity][1])
-    return ns, (column_medians(vals).tolist() if len(vals) else [])
+    return ns, (stats.column_medians(vals).tolist() if len(vals) else [])
 
 
 def slope(xs: Sequence[float], ys: Sequence[Optional[float]]) -> Optional[float]:
     """Least-squares slope of log y on log x; None with a missing y or fewer than 2 points."""
     if len(xs) < 2 or any(y is None for y in ys):
         return None
-    lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
-    dx = lx - lx.mean()
-    sxx = float(dx @ dx)
-    return float(dx @ (ly - ly.mean())) / sxx if sxx > 0 else None
+    if min(xs) == max(xs):
+        return None
+    return stats.least_squares(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)))[0]
 
 
 def secant(reference: Callable[[int], float], dims: Sequence[int]) -> Optional[float]:
@@ -123,7 +114,7 @@ def rate(per_d: Dict[int, Dict[int, Dict[int, Optional[float]]]], quantity: str,
         ns, vals = tables[d]
         if not ns or not len(rows):
             return None
-        return cross(ns, column_medians(vals[rows]).tolist(), level)
+        return cross(ns, stats.column_medians(vals[rows]).tolist(), level)
 
     censored = [0]
 

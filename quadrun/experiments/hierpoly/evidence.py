@@ -138,7 +138,7 @@ def control_evidence(records, regime: str, learner: str, bootstrap: int) -> Evid
     tables = {d: curves.table(per_d[d], 0.0) for d in dims}
 
     def statistic(sample) -> dict:
-        return {d: float(curves.column_medians(tables[d][1][sample[d]])[-1]) for d in dims
+        return {d: float(stats.column_medians(tables[d][1][sample[d]])[-1]) for d in dims
                 if tables[d][0]}
 
     ivs = stats.bootstrap_groups({d: list(range(len(per_d[d]))) for d in dims}, statistic,
@@ -148,7 +148,7 @@ def control_evidence(records, regime: str, learner: str, bootstrap: int) -> Evid
         ns, vals = tables[d]
         if not ns:
             continue
-        iv, peak = ivs[d], float(np.max(curves.column_medians(vals)))
+        iv, peak = ivs[d], float(np.max(stats.column_medians(vals)))
         parts.append(f"d={d}: {fmt_interval(iv)} at n = {fmt(ns[-1])} ({fmt(ns[-1] / d ** 2, 2)} d^2; "
                      f"highest median {fmt(peak)})")
         undecided = None if iv.has_interval else "no interval (one seed, or hierpoly.bootstrap = 0)"
