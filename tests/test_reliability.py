@@ -458,3 +458,30 @@ def test_sigterm_before_the_run_starts_leaves_no_empty_folder(tmp_path, after):
     else:
         assert p.returncode in (0, 3), err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["experiment=relinear", "device=cuda"], "device: cuda asked for, but no CUDA device"),
+    (["experiment=relinear", "relinear.train_size=5000"], "relinear.train_size: 5000 training"),
+    (["experiment=dcdm", "dcdm.dims=[]"], "dcdm.dims: empty"),
+    (["experiment=dcdm", "dcdm.solvers=[]"], "dcdm.solvers: empty"),
+    (["experiment=relinear", "relinear.dataset=cifar10", "data_dir=data"],
+     "data_dir: data/cifar-10-batches-py/data_batch_1 has MD5 "),
+    (["experiment=hierpoly", "hierpoly.n_test=1000000000000"], "hierpoly.n_test: 1000000000000 is out of range"),
+    (["experiment=relinear", "scale=gpu"], "scale: relinear has no gpu scale"),
+])
+def test_values_that_used_to_leave_a_folder_are_one_line_and_create_nothing(tmp_path, args,
+                                                                             expected):
+    if torch.cuda.is_available() and "device=cuda" in args:
+        pytest.skip("a CUDA device is here")
+    folder = tmp_path / "data" / "cifar-10-batches-py"      # a CIFAR-10 folder, one file wrong
+    folder.mkdir(parents=True)
+    from quadrun.data.cifar import FILE_MD5
+    for name in FILE_MD5:
+        (folder / name).write_bytes(b"not the official file")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = run_cli(*args, cwd=tmp_path, timeout=120)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("quadrun: error: " + expected), lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -63,6 +63,27 @@ def available(data_dir) -> bool:
     return (root / FOLDER).is_dir() or (root / ARCHIVE).is_file()
 
 
+def problem(data_dir, archive_md5: str = ARCHIVE_MD5, file_md5: Optional[dict] = None) -> Optional[str]:
+    """What `prepare` would refuse in data_dir, checked before a run starts (checksums
+    included; nothing is extracted or written): None when the extracted folder is good or
+    a good archive can replace it."""
+    root = Path(data_dir)
+    folder, archive = root / FOLDER, root / ARCHIVE
+    found = _folder_ok(folder, FILE_MD5 if file_md5 is None else file_md5) \
+        if folder.is_dir() else f"{folder} is missing"
+    if found is None:
+        return None
+    if archive.is_file():
+        got = md5sum(archive)
+        if got == archive_md5:
+            return None
+        return (f"{archive} has MD5 {got}, expected {archive_md5} (not the official CIFAR-10 "
+                "archive, or a broken download); replace it")
+    if folder.is_dir():
+        return f"{found}; delete {folder} (and put the official {ARCHIVE} in {root}) to read it again"
+    return None
+
+
 def _folder_ok(folder: Path, file_md5: dict) -> Optional[str]:
     """None when every file is there with its checksum, else what is wrong."""
     for name, expected in file_md5.items():

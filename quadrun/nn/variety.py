@@ -217,7 +217,11 @@ class Rank:
 
 
 def numerical_rank(a: torch.Tensor, rtol: float = 1e-8) -> Rank:
-    """Rank of `a` by the gap rule in the module docstring (columns and rows scaled first)."""
+    """Rank of `a` by the gap rule in the module docstring (columns and rows scaled first).
+    A Jacobian that overflowed float64 (very deep nets: output degree 2^L) has no float
+    rank: gap 0, so the caller reports it unresolved."""
+    if not bool(torch.isfinite(a).all()):
+        return Rank(0, 0.0, [])
     a = scale_rows(scale_columns(a.double()))
     s = torch.linalg.svdvals(a)
     if s.numel() == 0 or s[0] == 0:

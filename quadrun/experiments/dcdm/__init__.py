@@ -34,9 +34,9 @@ quadrun's extension: within 2x of multigrid), and the network as an approximate 
 (its A-cosine above IC's). Figures (plots.py): residual histories, iterations against n.
 """
 from quadrun.experiments.dcdm.claims import claims, summarize
-from quadrun.experiments.dcdm.config import POOL, VARIANTS, Config, check
+from quadrun.experiments.dcdm.config import POOL, VARIANTS, Config, check, memory
 
-__all__ = ["Config", "check", "VARIANTS", "POOL", "claims", "summarize", "cells", "measure",
+__all__ = ["Config", "check", "memory", "VARIANTS", "POOL", "claims", "summarize", "cells", "measure",
            "figures"]
 
 

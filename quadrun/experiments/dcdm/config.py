@@ -23,7 +23,7 @@ HISTORY = 256              # residual-history points kept in a record, at most
 
 @dataclass
 class Config:
-    dims: List[int] = spec([2, 3], choices=[2, 3], help="grid dimensions to run")
+    dims: List[int] = spec([2, 3], choices=[2, 3], nonempty=True, help="grid dimensions to run")
     train_n: List[int] = spec([64, 8], ge=4, help="training grid size, one per dim")
     samples: List[int] = spec([2000, 600], ge=1, help="training samples, one per dim")
     eval_factors: List[int] = spec([1, 2, 4], ge=1, help="evaluate at n = train_n * factor")
@@ -32,7 +32,7 @@ class Config:
     train_scene: str = spec("box", choices=SCENE_NAMES)
     eval_scenes: List[str] = spec(["box", "two_obstacles", "sphere", "plume_sphere"],
                                   choices=SCENE_NAMES)
-    solvers: List[str] = spec(SOLVER_NAMES, choices=SOLVER_NAMES)
+    solvers: List[str] = spec(SOLVER_NAMES, choices=SOLVER_NAMES, nonempty=True)
     archs: List[str] = spec(["additive", "paper"], choices=ARCH_NAMES, help="the networks "
                             "trained and evaluated, each with its own claims. additive: a "
                             "learned SPD multilevel (BPX-like) preconditioner whose depth "
@@ -92,6 +92,30 @@ def check(cfg) -> None:
                               f"{dim}-D (train_n {c.train_n[i]} x eval_factors "
                               f"{list(c.eval_factors)}); allowed: at least "
                               f"{c.train_n[i] * min(c.eval_factors)}")
+
+
+def memory(c) -> tuple:
+    """(bytes, key, what) of the costliest cell, from the config alone: the Lanczos basis of
+    the training grid (ritz_m float64 vectors of n^dim cells, with a float32 copy and work
+    space), the network's training (about 40 saved activations of batch x width x n^dim
+    float32), or a solve at the largest evaluated n (the preconditioners' factors and
+    hierarchies, about 60 float64 values per cell)."""
+    worst = (0, "dcdm.train_n", "nothing")
+    trains = "dcdm" in c.solvers
+    for i, dim in enumerate(c.dims):
+        cells = c.train_n[i] ** dim
+        if trains:
+            lanczos = 2.5 * 8 * c.ritz_m[i] * cells
+            worst = max(worst, (lanczos, "dcdm.train_n", f"{c.ritz_m[i]} Ritz vectors of the "
+                                f"{c.train_n[i]}^{dim} training grid"))
+            training = 40 * 4 * c.train.batch_size * c.width * cells * c.train_sizes
+            worst = max(worst, (training, "dcdm.train_n", f"training at {c.train_n[i]}^{dim}, "
+                                f"batch {c.train.batch_size}, width {c.width}"))
+        sizes = eval_sizes(c, i) if i < len(c.max_n) else []
+        if sizes:
+            n = max(sizes)
+            worst = max(worst, (60 * 8 * n ** dim, "dcdm.max_n", f"solves at {n}^{dim}"))
+    return int(worst[0]), worst[1], worst[2]
 
 
 def eval_sizes(c, i: int) -> list:

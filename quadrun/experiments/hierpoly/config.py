@@ -143,8 +143,10 @@ class Config:
     control: RegimeConfig = field(default_factory=_control)
     headline: RegimeConfig = field(default_factory=_headline)
     paper: RegimeConfig = field(default_factory=_paper)
-    n_test: int = spec(100_000, ge=10, help="test points (streamed) per (regime, d, seed)")
-    bootstrap: int = spec(1000, ge=0, help="bootstrap resamples of the seeds for the intervals")
+    n_test: int = spec(100_000, ge=10, le=10 ** 8, help="test points (streamed) per (regime, d, "
+                       "seed)")
+    bootstrap: int = spec(1000, ge=0, le=100_000, help="bootstrap resamples of the seeds for "
+                          "the intervals")
     chunk: int = spec(4096, ge=16, help="rows per streamed chunk")
     solve: str = spec("cholesky", choices=["cholesky", "eigh"],
                       help="the streamed ridges' solve at each n: a walk of Cholesky "

@@ -135,18 +135,36 @@ def gamma_note(c) -> str:
             " chosen on the validation split (the paper's: 1e-5 sg, 1e-3 rezero)")
 
 
+DIGITS, CIFAR_TRAIN = 1797, 50000     # images in scikit-learn's digits, CIFAR-10's training set
+
+
 def check(cfg) -> None:
     """Fail before anything is created when CIFAR-10 is not in data_dir and no download
     was asked for, or when a download could not write there."""
-    from quadrun.data.cifar import ARCHIVE, FOLDER, META_FILE, TEST_FILE, TRAIN_FILES, available
+    from quadrun.data.cifar import (ARCHIVE, FOLDER, META_FILE, TEST_FILE, TRAIN_FILES, available,
+                                    problem)
 
     rc = cfg.relinear
+    pool = rc.train_size + rc.val_size
+    if rc.dataset == "digits" and rc.train_size and not 10 <= pool <= DIGITS - 10:
+        raise ConfigError(f"relinear.train_size: {rc.train_size} training and {rc.val_size} "
+                          f"validation images do not fit the {DIGITS} digits; together at most "
+                          f"{DIGITS - 10} (10 are kept to test), or train_size=0 for 80 %")
+    if rc.dataset == "cifar10" and pool > CIFAR_TRAIN:
+        raise ConfigError(f"relinear.train_size: {rc.train_size} training and {rc.val_size} "
+                          f"validation images are more than CIFAR-10's {CIFAR_TRAIN} training "
+                          "images")
     objective = (cfg.get("sweep") or {}).get("objective") if hasattr(cfg, "get") else None
     if objective and str(objective).startswith("val/") and not rc.val_size:
         raise ConfigError(f"relinear.val_size: 0 leaves no validation split for "
                           f"sweep.objective={objective}; give relinear.val_size > 0 (e.g. "
                           "5000 of CIFAR-10's 50000 training images)")
-    if rc.dataset != "cifar10" or available(cfg.data_dir):
+    if rc.dataset != "cifar10":
+        return
+    if available(cfg.data_dir):
+        found = problem(cfg.data_dir)
+        if found:
+            raise ConfigError(f"data_dir: {found}")
         return
     where = os.path.abspath(cfg.data_dir)
     if not rc.download:
