@@ -806,7 +806,8 @@ def test_missing_cifar_is_one_line_naming_the_fix(tmp_path):
     from quadrun.schema import ConfigError
 
     cfg = SimpleNamespace(data_dir=str(tmp_path / "nothing" / "cifar"),
-                          relinear=SimpleNamespace(dataset="cifar10", download=False))
+                          relinear=SimpleNamespace(dataset="cifar10", download=False,
+                                                   train_size=0, val_size=5000))
     with pytest.raises(ConfigError) as err:
         rl.check(cfg)
     message = str(err.value)
