@@ -351,9 +351,13 @@ def preflight(argv: list, experiments: dict) -> list:
         from quadrun.sweeps import is_sweep, resume_argv
 
         if is_sweep(Path(folder).expanduser()):
-
+            # extra overrides replace the sweep's own for the same keys: 'seed=range(0,15)'
+            # extends a sweep over seeds 0-4 (its finished jobs are not run again)
             extra = [o for o in overrides if not o.startswith("resume=")]
-            argv = resume_argv(Path(folder).expanduser()) + extra
+            given = {o.lstrip("+~").split("=", 1)[0] for o in extra}
+            saved = [a for a in resume_argv(Path(folder).expanduser())
+                     if a.startswith("-") or a.lstrip("+~").split("=", 1)[0] not in given]
+            argv = saved + extra
             print(f"quadrun: continuing the sweep in {folder}", file=sys.stderr)
             return preflight(argv, experiments)
         if multirun:

@@ -169,3 +169,35 @@ def test_mlflow_store_is_read_back_with_mlflows_client(tmp_path):
     assert {"summary.json", "report"} <= names
     assert "report/claims.json" in {a.path for a in client.list_artifacts(found.info.run_id, "report")}
     assert json.loads((run / "meta.json").read_text())["mlflow_run_id"] == found.info.run_id
+
+
+@pytest.mark.slow
+def test_the_next_command_of_an_inconclusive_relinear_sweep_launches_only_new_seeds(tmp_path):
+    """The report's next command for an undecided relinear claim extends the sweep to more
+    seeds: run in the form it suggests, the finished jobs are skipped and only the new
+    seeds run (the count is cut to one more seed here, to stay quick)."""
+    import re
+
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", "experiment=relinear", "scale=smoke", "threads=1",
+                "relinear.strategy=conventional,relinear_sg", "seed=100,101",
+                f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    claims = json.loads((sweep / "report" / "claims.json").read_text())
+    steps = [c["next"]["text"] for c in claims if c["verdict"] in ("inconclusive", "not_measured")
+             and isinstance(c.get("next"), dict) and "resume=" in c["next"].get("text", "")]
+    assert steps, [(c["id"], c["verdict"], c.get("next")) for c in claims]
+    found = re.match(r"quadrun resume=(\S+) 'seed=range\((\d+),(\d+)\)' \((\d+) new runs",
+                     steps[0])
+    assert found, steps[0]
+    folder, start, stop, jobs = found.group(1), *map(int, found.groups()[1:])
+    assert Path(folder) == sweep and start == 100 and stop > 102
+    assert jobs == (stop - 102) * 2                       # two strategies, seeds 100-101 done
+    r = run_cli(f"resume={folder}", "seed=range(100,103)", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 jobs" in r.stderr.splitlines()[0] or "(4 of 6 finished before" in r.stderr, r.stderr
+    journal = [json.loads(l) for l in (sweep / ".quadrun-jobs.jsonl").read_text().splitlines()]
+    last = [j for j in journal if j["launch"] == journal[-1]["launch"]]
+    assert sorted(j["outcome"] for j in last if j["outcome"] != "finished") == \
+        ["ran", "ran", "skipped", "skipped", "skipped", "skipped"]
+    assert all("seed=102" in j["job"] for j in last if j["outcome"] == "ran")
