@@ -32,6 +32,7 @@ tests/plugins/toy.py) has:
     VARIANTS = (Variants, ...)    quadrun.schema.Variants: the keys each strategy, learner,
                                   arch... reads; an unread override is reported before the
                                   run and is left out of the fingerprint and the grouping
+    HEADLINE = ("key", ...)       summary keys shown on a sweep job's line and in --runs
     POOL = ("key", ...)           section keys whose sweeps extend one study: the report
                                   pools their jobs' records before deciding the claims
 

@@ -727,14 +727,24 @@ def print_claims(claims: list, console=None, title: str = "Claims") -> None:
 
 
 def print_claims_compact(claims: list, console=None) -> None:
-    """One line per claim: verdict, id, what was measured (cut to the terminal's width)."""
+    """One line per claim: verdict, id, what was measured (cut to the terminal's width); a
+    smoke run's claims, which are not evidence, one line per verdict."""
     from rich.console import Console
     from rich.text import Text
 
     console = console or Console()
-    if any(is_smoke(c) for c in claims):
-        console.print(f"claims ({SMOKE_NOTE}):", highlight=False)
     width = max(40, console.width)
+    if claims and all(is_smoke(c) for c in claims):
+        # not evidence: one line per verdict, naming its claims
+        console.print("claims (scale=smoke: the code runs; not evidence about the paper):",
+                      highlight=False)
+        for verdict in vocab.VERDICTS:
+            ids = [c["id"] for c in claims if c["verdict"] == verdict]
+            if ids:
+                line = f"  ({verdict}) {len(ids)}: " + ", ".join(ids)
+                console.print(line if len(line) <= width else line[:width - 1] + "…",
+                              highlight=False, soft_wrap=True)
+        return
     for c in claims:
         verdict = shown_verdict(c)
         head = f"  {verdict:<14} {c['id']}{' (' + c['group'] + ')' if c.get('group') else ''}: "
@@ -849,6 +859,21 @@ def listing(root: Path, experiment: Optional[str] = None, limit: int = 20) -> li
     return entries[:limit]
 
 
+def _pooled_verdicts(folder: Path) -> str:
+    """`claims: 3 holds, 9 inconclusive` from a sweep's report/claims.json, or ''."""
+    try:
+        claims = json.loads((folder / vocab.REPORT / "claims.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    counts: dict = {}
+    for c in claims if isinstance(claims, list) else []:
+        if isinstance(c, dict):
+            counts[c.get("verdict")] = counts.get(c.get("verdict"), 0) + 1
+    smoke = all(isinstance(c, dict) and c.get("scale") == "smoke" for c in claims) if claims else False
+    shown = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return f"claims{' at smoke scale' if smoke else ''}: {shown}" if shown else ""
+
+
 def print_runs(entries: list, root: Path = Path("outputs")) -> None:
     """One row per run and per sweep: its folder relative to outputs/ (never wrapped), state
     (a sweep: its jobs' states), start, duration, and the headline (the experiment's
@@ -868,7 +893,8 @@ def print_runs(entries: list, root: Path = Path("outputs")) -> None:
         start = min((r.meta.get("start") or "-") for r in runs)[5:16].replace("T", " ")
         if sweep:
             state = f"{len(runs)} jobs: {_state_counts(runs)}"
-            what = " ".join(o for o in runs[0].overrides if o.startswith("experiment="))
+            what = _pooled_verdicts(folder) or \
+                " ".join(o for o in runs[0].overrides if o.startswith("experiment="))
         else:
             r = runs[0]
             state = r.state + (f" at step {r.last_step}" if r.state not in FINISHED and r.last_step else "")

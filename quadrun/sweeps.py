@@ -204,6 +204,14 @@ def headline(experiment: str, summary: dict) -> str:
             parts.append(f"{k} {v:.4g}")
         elif v is not None:
             parts.append(f"{k} {v}")
+    claims = [c for c in summary.get("claims") or [] if isinstance(c, dict)]
+    if not parts and claims:     # no headline number: what its own claims say
+        counts: dict = {}
+        for c in claims:
+            counts[c.get("verdict")] = counts.get(c.get("verdict"), 0) + 1
+        shown = ", ".join(f"{n} {v}" for v, n in counts.items())
+        parts.append(f"claims ({shown})" if summary.get("scale") != "smoke"
+                     else f"claims at smoke scale ({shown})")
     return ", ".join(parts)
 
 
@@ -221,7 +229,8 @@ def job_line(job_dir: Path, summary: dict, index: Optional[int] = None,
     if status in ("failed", "interrupted"):
         why = str(summary.get("error") or summary.get("reason") or "").splitlines()[:1]
         return f"{text} ({job_dir}){': ' + why[0] if why and why[0] else ''}"
-    head = headline(str(summary.get("experiment")), summary)
+    saved = _read_json(job_dir / vocab.SUMMARY)          # what the run wrote, in full
+    head = headline(str(saved.get("experiment") or summary.get("experiment")), saved or summary)
     return f"{text}; {head}" if head else text
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -95,3 +96,18 @@ def test_jobs_per_device_packs_jobs_onto_the_cpu(tmp_path):
     assert a1 <= b0                      # one at a time
     (a0, a1), (b0, b1) = spans[2]
     assert b0 < a1                       # at once
+
+
+@pytest.mark.slow
+def test_a_30_job_smoke_sweep_prints_at_most_40_lines_and_ends_with_the_claims(tmp_path):
+    r = run_cli("-m", "experiment=relinear", "scale=smoke", "threads=1",
+                "relinear.strategy=conventional,conventional_rezero,plain,relinear_init,"
+                "relinear_sg,relinear_rezero", "seed=0,1,2,3,4", cwd=tmp_path, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+    assert len(lines) <= 40, "\n".join(lines)
+    assert sum(l.startswith("[") and "/30] " in l for l in lines) == 30      # a line per job
+    assert lines[-1].startswith("sweep ") and "30 jobs: 30 completed; report: " in lines[-1]
+    assert any(l.startswith("claims (scale=smoke") for l in lines[-8:])
+    assert not any(re.search(r"(?<!\()\b(holds|fails)\b", l) for l in lines if "claims" not in l
+                   and not l.startswith("  ("))

@@ -55,6 +55,9 @@ __all__ = ["Config", "check", "VARIANTS", "POOL", "claims", "summarize", "cells"
            "figures"]
 
 
+HEADLINE = ("test/acc", "collapsed")   # a job's line in a sweep, a run's row in --runs
+
+
 def cells(c) -> list:
     from quadrun.experiments.relinear.lab import cells
     return cells(c)
