@@ -485,10 +485,12 @@ def _write_csv(path: Path, runs: list, group_of: dict) -> None:
 
 
 def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, page=None) -> dict:
     """Write the report for the runs under `paths` into `out` (default <first PATH>/report),
-    figures into `figures` (default: `out`); return {"runs", "studies", "claims",
-    "tables", "out", "figures"}."""
+    figures into `figures` (default: `out`), and its index.html (quadrun.html; `page`: what
+    the caller adds to the page, e.g. a reproduction's title and plan, or a function of
+    the result that returns it); return {"runs",
+    "studies", "claims", "tables", "out", "figures", "index"}."""
     runs = find_runs(paths)
     out = Path(out) if out else Path(paths[0]) / vocab.REPORT
     out.mkdir(parents=True, exist_ok=True)
@@ -505,7 +507,8 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
             claims.append((exp, exp_claims))
         tables += _tables(exp, group_studies)
         for s in group_studies:
-            made += _figures(s, figures)
+            s.figures = _figures(s, figures)
+            made += s.figures
     claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
     problems = [r for r in runs if r.status != "completed"]
     md = [f"{_status_line(runs)}\n"] + [t.markdown() for t in claim_tables + tables]
@@ -524,6 +527,10 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     _write_csv(out / "results.csv", runs, group_of)
     result = {"runs": runs, "studies": all_studies, "claims": [c for _, cs in claims for c in cs],
               "claim_tables": claim_tables, "tables": tables, "out": out, "figures": made}
+    from quadrun import html
+
+    extra = page(result) if callable(page) else (page or {})
+    result["index"] = html.write_index(result, out, **extra)
     if not quiet:
         print_report(result)
     return result
@@ -685,7 +692,20 @@ def main(argv: Optional[list] = None) -> None:
                         help="list recent runs under ./outputs (of one experiment) and exit")
     parser.add_argument("--status", action="store_true",
                         help="show the state of every job of the given sweep folders and exit")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                        help="two runs, sweeps or reproductions: each claim's verdict in both "
+                             "and each shared metric's values and difference")
     args = parser.parse_args(argv)
+    if args.compare:
+        missing = [p for p in args.compare if not p.exists() or not find_runs([p])]
+        if missing:
+            print(f"quadrun-report: error: --compare: no run folders under {missing[0]}",
+                  file=sys.stderr)
+            sys.exit(2)
+        from quadrun import compare
+
+        compare.main(*args.compare, out=args.out)
+        return
     if args.status:
         for sweep in args.paths:
             from quadrun.sweeps import is_sweep
