@@ -733,6 +733,11 @@ def main(argv: Optional[list] = None) -> None:
         print(f"quadrun-report: error: paths: no run folders under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         sys.exit(2)
+    from quadrun import reproduce
+
+    if len(args.paths) == 1 and reproduce.is_reproduction(args.paths[0]) and not args.out:
+        reproduce.write_report(args.paths[0], quiet=False)   # its own page: plan, papers
+        return
     build(args.paths, args.out)
 
 
