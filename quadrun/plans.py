@@ -79,6 +79,11 @@ class Plan:
 
 
 def plans_dir() -> Path:
+    """configs/reproduce/ (QUADRUN_PLANS=<folder> reads the plans from another folder)."""
+    import os
+
+    if os.environ.get("QUADRUN_PLANS"):
+        return Path(os.environ["QUADRUN_PLANS"])
     from quadrun.cli import config_dir
 
     return Path(config_dir()) / PLANS

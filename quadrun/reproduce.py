@@ -97,15 +97,16 @@ def list_jobs(argv: list, folder: Path) -> tuple:
     from quadrun.sweeps import job_name
 
     overrides = [a for a in argv if not a.startswith("-")]
-    cfg = _compose(overrides)
+    parser = OverridesParser.create()
+    plain = [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
+    cfg = _compose(plain)   # the sweep's own parameters come from the composed config
     sweeper = cfg.hydra.sweeper
     retries = int(cfg.sweep.retries)
     if "optuna" in str(sweeper.get("_target_", "")):
         return [], int(sweeper.get("n_trials") or 0), retries
     params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
     task = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-    parsed = OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in (params or {}).items()] + task)
+    parsed = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + task)
     [batch] = BasicSweeper.split_arguments(parsed, None)
     jobs = [Path(folder) / job_name(list(job)) for job in batch]
     return jobs, len(jobs), retries
@@ -316,7 +317,7 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
     if not steps:
         raise ConfigError(f"scale: reproduce={req.plan} has no step at scale={req.scale}; its "
                           f"scales: {', '.join(plan.scales())}")
-    existed = req.folder.exists()
+    created = _first_missing(req.folder)   # removed again if checking fails
     reference = reference_rates()
     prepared = []
     try:
@@ -339,19 +340,31 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
             prepared.append(Prepared(step, folder, argv, jobs, count, done, per_job, startup,
                                      source))
     except BaseException:
-        _remove_if_empty(req.folder, existed)
+        _remove_if_empty(created)
         raise
     if req.plan_only:
-        _remove_if_empty(req.folder, existed)
+        _remove_if_empty(created)
     return prepared
 
 
-def _remove_if_empty(folder: Path, existed: bool) -> None:
-    """Remove the folders that checking the steps created, when they hold no file."""
-    if not existed and folder.exists() and not any(p.is_file() for p in folder.rglob("*")):
+def _first_missing(folder: Path) -> Optional[Path]:
+    """The outermost folder of `folder`'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_empty(created: Optional[Path]) -> None:
+    """Remove the folders that checking the steps created (from `created` down), when they
+    hold no file."""
+    if created is not None and created.exists() and \
+            not any(p.is_file() for p in created.rglob("*")):
         import shutil
 
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(created, ignore_errors=True)
 
 
 def print_plan(req: Request, plan: Plan, prepared: list, out=sys.stdout) -> Optional[float]:
@@ -666,3 +679,88 @@ def print_verdicts(context: dict) -> None:
     if context.get("banner"):
         console.print(context["banner"], style="yellow", highlight=False)
     console.print(context["coverage"]["text"], highlight=False)
+
+
+# -- reference rates -------------------------------------------------------------------------------
+def measured_rates(folders: list) -> dict:
+    """Seconds per job (mean over the finished jobs of each step) and the seconds a step
+    takes to start (median over steps of its wall time less its jobs' seconds), from
+    finished reproductions; in the form of configs/reproduce/rates.json."""
+    from quadrun import provenance
+
+    rates: dict = {}
+    startups, loads, record = [], [], {}
+    for folder in folders:
+        folder = Path(folder)
+        record = _read_record(folder)
+        if not record:
+            raise ConfigError(f"rates: {folder} is not a reproduction folder (no {RECORD})")
+        plan, scale = load_plan(record["plan"]), record["scale"]
+        for step in plan.at(scale):
+            jobs = [p for p in (folder / step.name).glob("*") if (p / vocab.META).exists()]
+            seconds = [s for s in (provenance.run_seconds(j) for j in jobs if _job_done(j, 0))
+                       if s is not None]
+            if not seconds:
+                continue
+            rates.setdefault(step.experiment, {}).setdefault(scale, {})[step.sweep or "run"] = \
+                round(statistics.fmean(seconds), 2)
+            for launch in record.get("launches") or []:
+                ran = (launch.get("steps") or {}).get(step.name)
+                if ran and not ran.get("done_before") and ran.get("done_after") == len(seconds):
+                    startups.append(max(0.0, float(ran["seconds"]) - sum(seconds)))
+        for launch in record.get("launches") or []:
+            if launch.get("load_start") and launch.get("load_end"):
+                loads.append((launch["load_start"][0] + launch["load_end"][0]) / 2)
+    env = ((record.get("launches") or [{}])[-1].get("environment") or {}) if record else {}
+    return {
+        "about": "seconds per job of each experiment, scale and sweep ('run': no sweep), "
+                 "measured by finished reproductions; `quadrun reproduce=...` estimates from "
+                 "them when no run of this machine is known. Rewrite with: python -m "
+                 "quadrun.reproduce rates <reproduction folder>... --write",
+        "measured": {"date": time.strftime("%Y-%m-%d"), "host": env.get("host"),
+                     "cores": os.cpu_count(),
+                     "load": round(statistics.fmean(loads), 1) if loads else None,
+                     "commit": str((env.get("code") or {}).get("commit") or "")[:12] or None,
+                     "reproductions": [str(f) for f in folders]},
+        "startup_s": round(statistics.median(startups), 1) if startups else 0.0,
+        "rates": rates,
+    }
+
+
+def _rates_main(argv: list) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m quadrun.reproduce rates",
+        description="Reference seconds per job from finished reproductions (stdout; --write "
+                    f"merges them into configs/reproduce/{RATES}).")
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        new = measured_rates(args.folders)
+    except ConfigError as exc:
+        print(f"quadrun: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.write:
+        old = reference_rates()
+        merged = dict(old.get("rates") or {})
+        for exp, scales in new["rates"].items():
+            for scale, table in scales.items():
+                merged.setdefault(exp, {}).setdefault(scale, {}).update(table)
+        new["rates"] = merged
+        from quadrun.html import write_text
+
+        write_text(plans_dir() / RATES, json.dumps(new, indent=2, sort_keys=False) + "\n")
+        print(f"written: {plans_dir() / RATES}")
+    else:
+        print(json.dumps(new, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["rates"]:
+        sys.exit(_rates_main(sys.argv[2:]))
+    print("usage: python -m quadrun.reproduce rates <reproduction folder>... [--write]",
+          file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
