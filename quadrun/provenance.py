@@ -62,6 +62,9 @@ def environment() -> dict:
             "packages": packages()}
 
 
+REPORT_LAG = 120.0   # seconds between a run's summary and its own report, at most
+
+
 def _parse_time(text) -> Optional[_dt.datetime]:
     try:
         return _dt.datetime.fromisoformat(str(text))
@@ -70,8 +73,9 @@ def _parse_time(text) -> Optional[_dt.datetime]:
 
 
 def run_seconds(folder: Path, meta: Optional[dict] = None) -> Optional[float]:
-    """Wall seconds of a finished run of one attempt: from its start to its last report
-    file (the report is written after the summary), None when unknown or resumed."""
+    """Wall seconds of a finished run of one attempt: from its start to its summary, and to
+    its own report when that was written right after (within REPORT_LAG s; a report written
+    again later does not count), None when unknown or resumed."""
     folder = Path(folder)
     if meta is None:
         try:
@@ -84,12 +88,13 @@ def run_seconds(folder: Path, meta: Optional[dict] = None) -> Optional[float]:
     if start is None or end is None:
         return None
     last = end.timestamp()
-    for name in (f"{vocab.REPORT}/claims.json", vocab.SUMMARY):
-        try:
-            last = max(last, (folder / name).stat().st_mtime)
-            break
-        except OSError:
-            continue
+    try:
+        last = max(last, (folder / vocab.SUMMARY).stat().st_mtime)
+        report = (folder / vocab.REPORT / "claims.json").stat().st_mtime
+        if 0 <= report - last <= REPORT_LAG:
+            last = report
+    except OSError:
+        pass
     return max(0.0, last - start.timestamp())
 
 

@@ -527,10 +527,14 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     _write_csv(out / "results.csv", runs, group_of)
     result = {"runs": runs, "studies": all_studies, "claims": [c for _, cs in claims for c in cs],
               "claim_tables": claim_tables, "tables": tables, "out": out, "figures": made}
-    from quadrun import html
+    try:  # the page is one view more: a failure is logged, the tables stay
+        from quadrun import html
 
-    extra = page(result) if callable(page) else (page or {})
-    result["index"] = html.write_index(result, out, **extra)
+        extra = page(result) if callable(page) else (page or {})
+        result["index"] = html.write_index(result, out, **extra)
+    except Exception as exc:
+        log.error("could not write %s: %s: %s", out / "index.html", type(exc).__name__, exc)
+        result["index"] = None
     if not quiet:
         print_report(result)
     return result

@@ -14,7 +14,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -373,7 +372,7 @@ def verdicts_of(report_folder: Path) -> dict:
     return dict(sorted(out.items()))
 
 
-def expected_file(scale: str, verdicts: dict, seconds: float) -> str:
+def expected_file(scale: str, verdicts: dict) -> str:
     return json.dumps({
         "about": f"the verdict of every claim of `quadrun reproduce=all scale={scale}`; "
                  "a change that flips one updates this file on purpose and says why in its "
@@ -392,7 +391,7 @@ def compare_or_write(scale: str, verdicts: dict, seconds: float, write: bool) ->
         f"expected ({path.name})", "this run", lineterm=""))
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(expected_file(scale, verdicts, seconds))
+        path.write_text(expected_file(scale, verdicts))
         print(f"\nwrote {path}" + (f"; changes:\n{diff}" if diff else " (no change)"))
         return
     assert verdicts == old, f"verdicts changed at scale={scale}:\n{diff}\n(if on purpose: " \
@@ -467,3 +466,58 @@ def test_every_kind_of_page_loads_in_a_browser(smoke_reproduction, tmp_path):
                   f"screenshot {page['screenshot']}")
     finally:
         browser.__exit__(None, None, None)
+
+
+# -- slow: a stop, a failed job ---------------------------------------------------------------
+@pytest.mark.slow
+def test_a_stopped_reproduction_says_how_to_continue_and_continues(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    folder = write_plans(tmp_path / "plans", slow={"title": "Slow toy", "steps": [
+        {"experiment": "toy", "overrides": ["seed=0,1,2", "toy.sleep=0.05"]}]})
+    env = {**cli_env(toy=True), "QUADRUN_PLANS": str(folder)}
+    code = "import sys; from quadrun.cli import main; sys.argv[0] = 'quadrun'; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "reproduce=slow", "scale=smoke"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    step = tmp_path / "outputs" / "reproduce" / "slow_smoke" / "toy-seed=0,1,2,toy.sleep=0.05"
+    def training() -> list:   # a job that has logged a step and has no summary yet
+        return [p for p in step.glob("*") if (p / "metrics.jsonl").exists()
+                and not (p / "summary.json").exists()]
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not (list(step.glob("*/summary.json")) and training()):
+        time.sleep(0.1)
+    assert list(step.glob("*/summary.json")) and training(), "no job finished, or none training"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 3, out + err
+    assert "interrupted after" in err and \
+        "Continue with: quadrun reproduce=slow scale=smoke" in err
+    finished = [p for p in step.iterdir() if json.loads(
+        (p / "summary.json").read_text() if (p / "summary.json").exists() else "{}"
+    ).get("status") == "completed"]
+    assert 1 <= len(finished) < 3
+    before = {str(p): fingerprint(p) for p in finished}
+    res = reproduce_cli("reproduce=slow", "scale=smoke", cwd=tmp_path, plans_dir=folder)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"3 jobs ({len(finished)} done)" in res.stdout
+    assert {str(p): fingerprint(p) for p in finished} == before
+    assert len(job_folders(step)) == 3
+
+
+@pytest.mark.slow
+def test_a_failed_job_leaves_the_others_and_the_report_and_exits_1(tmp_path):
+    folder = write_plans(tmp_path / "plans", failing={"title": "Failing toy", "steps": [
+        {"experiment": "toy", "overrides": ["seed=0,1", "toy.fail_at=3", "toy.fail_seed=1"]}]})
+    res = reproduce_cli("reproduce=failing", "scale=smoke", cwd=tmp_path, plans_dir=folder)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "quadrun: jobs: 1 completed, 1 failed" in res.stdout
+    report = tmp_path / "outputs" / "reproduce" / "failing_smoke" / "report"
+    claims = json.loads((report / "claims.json").read_text())
+    assert len(claims["claims"]) == 1
+    assert "Runs not completed" in (report / "index.html").read_text()
