@@ -51,11 +51,17 @@ class Step:
         return not self.scales or scale in self.scales
 
     def argv(self, scale: str, extra: list = (), folder: Optional[Path] = None) -> list:
-        """The step's `quadrun` arguments (a sweep of one job when it names no sweep)."""
+        """The step's `quadrun` arguments (a sweep of one job when it names no sweep). Of the
+        extra overrides, one of another experiment's section (`relinear.download=true` for a
+        dcdm step) is left out: it reaches that experiment's steps only."""
+        from quadrun import registry
+
+        others = set(registry.names()) - {self.experiment}
         argv = ["-m", f"experiment={self.experiment}", f"scale={scale}"]
         if self.sweep:
             argv.append(f"sweep={self.sweep}")
-        argv += list(self.overrides) + list(extra)
+        argv += list(self.overrides) + [o for o in extra
+                                        if o.lstrip("+~").split(".", 1)[0] not in others]
         if folder is not None:
             quoted = str(Path(folder).resolve()).replace("\\", "\\\\").replace("'", "\\'")
             argv.append(f"hydra.sweep.dir='{quoted}'")

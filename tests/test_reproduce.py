@@ -521,3 +521,34 @@ def test_a_failed_job_leaves_the_others_and_the_report_and_exits_1(tmp_path):
     claims = json.loads((report / "claims.json").read_text())
     assert len(claims["claims"]) == 1
     assert "Runs not completed" in (report / "index.html").read_text()
+
+
+def test_an_override_of_one_experiment_s_section_reaches_only_its_steps():
+    step = plans.Step("dcdm", "dcdm", "dcdm_paper")
+    argv = step.argv("paper", ["relinear.download=true", "threads=1", "dcdm.maxiter=10"])
+    assert argv == ["-m", "experiment=dcdm", "scale=paper", "sweep=dcdm_paper", "threads=1",
+                    "dcdm.maxiter=10"]
+
+
+def test_the_wheel_ships_the_page_templates_the_plans_and_the_rates(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo, source = TESTS.parent, tmp_path / "source"   # a clean copy: no build/ left over
+    for part in ("quadrun", "configs", "hydra_plugins"):
+        shutil.copytree(repo / part, source / part,
+                        ignore=shutil.ignore_patterns("__pycache__", "local"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / part, source / part)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path / "wheel"), str(source)], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [wheel] = (tmp_path / "wheel").glob("quadrun-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {f"quadrun/templates/{p.name}" for p in (repo / "quadrun" / "templates").glob("*.j2")}
+    wanted |= {f"quadrun/configs/reproduce/{p.name}" for p in (repo / "configs" / "reproduce").iterdir()
+               if p.suffix in (".yaml", ".json")}
+    assert len(wanted) >= 7 and wanted <= names, sorted(wanted - names)
