@@ -5,6 +5,7 @@ environment. Torch-free: the report and `quadrun reproduce` use it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import platform
 import socket
@@ -42,15 +43,25 @@ def code_identity() -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def packages() -> dict:
-    """{distribution name: version} of every installed distribution, sorted by name."""
+    """{distribution name: version} of every installed distribution, sorted by name (read
+    once per process; a wheel's `<name>-<version>.dist-info` folder name is enough, other
+    installs have their metadata parsed)."""
     from importlib import metadata
 
     found = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
+        folder = getattr(dist, "_path", None)
+        stem = getattr(folder, "name", "")
+        stem = stem[:-len(".dist-info")] if stem.endswith(".dist-info") else ""
+        if stem.count("-") == 1:
+            name, version = stem.split("-")
+        else:
+            meta = dist.metadata
+            name, version = (meta["Name"] if meta else None), dist.version
         if name:
-            found.setdefault(str(name), str(dist.version))
+            found.setdefault(str(name), str(version))
     return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
 
 
