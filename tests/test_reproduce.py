@@ -552,3 +552,40 @@ def test_the_wheel_ships_the_page_templates_the_plans_and_the_rates(tmp_path):
     wanted |= {f"quadrun/configs/reproduce/{p.name}" for p in (repo / "configs" / "reproduce").iterdir()
                if p.suffix in (".yaml", ".json")}
     assert len(wanted) >= 7 and wanted <= names, sorted(wanted - names)
+
+
+def _finished(folder: Path, experiment: str, scale: str, seconds: float, overrides=()) -> Path:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (folder / "meta.json").write_text(json.dumps({
+        "experiment": experiment, "scale": scale, "attempts": 1,
+        "start": "2026-12-01T10:00:00+00:00", "end": f"2026-12-01T10:00:{seconds:02.0f}+00:00"}))
+    (folder / "summary.json").write_text(json.dumps({"status": "completed"}))
+    os.utime(folder / "summary.json", (0, 0))   # older than the end: the end counts
+    return folder
+
+
+def test_the_estimate_says_where_its_rate_comes_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    step = plans.Step("p", "pde", None)
+    here = tmp_path / "outputs" / "reproduce" / "p_cpu" / "pde"
+    jobs = [here / "scale=cpu,threads=1"]
+    reference = {"startup_s": 5, "measured": {"host": "vm", "cores": 2, "load": 3.5},
+                 "rates": {"pde": {"cpu": {"run": 40.0}}}}
+    per_job, startup, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
+                                                       {"scale=cpu", "threads=1"})
+    assert (per_job, startup) == (40.0, 5)
+    assert source.startswith("reference rate in configs/reproduce/rates.json (40.0 s/job; on vm")
+    _finished(tmp_path / "outputs" / "pde" / "r1", "pde", "cpu", 20)
+    _finished(tmp_path / "outputs" / "pde" / "r2", "pde", "cpu", 30, ["seed=3", "device=cpu"])
+    _finished(tmp_path / "outputs" / "pde" / "r3", "pde", "cpu", 50, ["pde.phi=quartic"])  # other study
+    _finished(tmp_path / "outputs" / "pde" / "r4", "pde", "smoke", 5)                       # other scale
+    per_job, _, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
+                                                 {"scale=cpu", "threads=1"})
+    assert per_job == 25.0 and "mean of 2 earlier runs of pde at scale=cpu under outputs/" in source
+    _finished(jobs[0], "pde", "cpu", 12)
+    per_job, _, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
+                                                 {"scale=cpu", "threads=1"})
+    assert per_job == 12.0 and "mean of 1 job finished in this reproduction" in source
+    prepared = reproduce.Prepared(step, here, [], jobs * 4, 4, 1, per_job, 5.0, source)
+    assert prepared.remaining == 3 and prepared.estimate == 5.0 + 3 * 12.0
