@@ -429,11 +429,15 @@ def run_step(p: Prepared, log_path: Path, stop: _Stop, out=sys.stdout) -> dict:
             time.sleep(1.0)
             finished = sum(_job_done(j, retries) for j in p.jobs) if p.jobs else 0
             now = time.time()
-            if p.jobs and finished != shown and (tty or now - last_print >= 30):
-                text = (f"      {finished}/{p.count} jobs finished, "
-                        f"{fmt_seconds(now - start)}")
-                print(("\r" + text) if tty else text, end="" if tty else "\n", file=out,
-                      flush=True)
+            # a terminal line every 5 s; a log line when a job finished (at most every 30 s)
+            # or every 2 minutes
+            if p.jobs and now - last_print >= (5 if tty else 30) and \
+                    (tty or finished != shown or now - last_print >= 120):
+                where = _last_cell(log_path)
+                text = (f"      {finished}/{p.count} jobs finished, {fmt_seconds(now - start)}"
+                        + (f" (running: {where})" if where and finished < p.count else ""))
+                print(("\r" + text + " " * 8) if tty else text, end="" if tty else "\n",
+                      file=out, flush=True)
                 shown, last_print = finished, now
         if tty and shown >= 0:
             print(file=out)
@@ -451,6 +455,21 @@ def run_step(p: Prepared, log_path: Path, stop: _Stop, out=sys.stdout) -> dict:
     return {"start": start, "end": time.time(), "seconds": seconds, "rc": child.returncode,
             "summary": summary, "jobs": p.count, "done_before": p.done, "done_after": finished,
             "estimate": p.estimate, "rate_source": p.source}
+
+
+def _last_cell(log_path: Path) -> str:
+    """The newest `cell i/N` or `train i/N steps` of a step's log (its end only is read)."""
+    import re
+
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 8192))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    found = re.findall(r"(cell \d+/\d+|train \d+/\d+ steps)", tail)
+    return found[-1] if found else ""
 
 
 def _statuses(prepared: list) -> dict:
