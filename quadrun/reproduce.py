@@ -137,10 +137,30 @@ def reference_rates() -> dict:
         return {}
 
 
+def _step_load(job: Path) -> Optional[float]:
+    """The mean load average while the step that holds `job` ran, when a reproduction
+    sampled it (None otherwise)."""
+    step = Path(job).parent
+    loads = [l["steps"][step.name]["load_mean"]
+             for l in _read_record(step.parent).get("launches") or []
+             if (l.get("steps") or {}).get(step.name, {}).get("load_mean") is not None]
+    return statistics.fmean(loads) if loads else None
+
+
+def load_factor(measured: Optional[float], now: Optional[float]) -> Optional[float]:
+    """How much longer a CPU-bound job takes at load average `now` than at `measured` on
+    this machine's cores, taking a job's share of a core as min(1, cores / load)."""
+    if measured is None or now is None:
+        return None
+    cores = os.cpu_count() or 1
+    return max(1.0, now / cores) / max(1.0, measured / cores)
+
+
 def _history(experiment: str, scale: str, jobs_overrides: set, exclude: Path,
              root: Path = Path("outputs")) -> list:
-    """Seconds of finished one-attempt runs of `experiment` at `scale` under `root`, whose
-    result-defining overrides are all among the step's jobs' (other folders than `exclude`)."""
+    """(seconds, load while it ran or None) of finished one-attempt runs of `experiment` at
+    `scale` under `root`, whose result-defining overrides are all among the step's jobs'
+    (other folders than `exclude`)."""
     out = []
     if not root.is_dir():
         return out
@@ -173,40 +193,60 @@ def _history(experiment: str, scale: str, jobs_overrides: set, exclude: Path,
             continue
         seconds = provenance.run_seconds(folder, meta)
         if seconds is not None:
-            out.append(seconds)
+            out.append((seconds, _step_load(folder)))
     return out
 
 
+def _scaled(rows: list, now: Optional[float]) -> tuple:
+    """(seconds per job, how it was scaled) from [(seconds, load or None)]: the mean, times
+    load_factor when every row's load is known."""
+    rate = statistics.fmean(s for s, _ in rows)
+    loads = [l for _, l in rows]
+    if not loads or any(l is None for l in loads) or now is None:
+        return rate, f"{rate:.1f} s/job; load then unknown, not scaled"
+    measured = statistics.fmean(loads)
+    factor = load_factor(measured, now)
+    return rate * factor, (f"{rate:.1f} s/job at load {measured:.1f}; x{factor:.2f} for "
+                           f"load {now:.1f} now")
+
+
+def _reference_rows(entry) -> list:
+    """Reference rates are {"seconds_per_job", "load"} (or a bare number: load unknown)."""
+    if isinstance(entry, dict):
+        return [(float(entry["seconds_per_job"]), entry.get("load"))]
+    return [(float(entry), None)]
+
+
 def estimate_rate(step: Step, scale: str, jobs: list, folder: Path, retries: int,
-                  reference: dict, job_overrides: set) -> tuple:
-    """(seconds per job, seconds to start the step, where the rate comes from)."""
+                  reference: dict, job_overrides: set, load_now: Optional[float] = None) -> tuple:
+    """(seconds per job, seconds to start the step, where the rate comes from). A rate
+    measured at a known load is scaled to the load now (`load_factor`)."""
     from quadrun import provenance
 
     startup = float(reference.get("startup_s") or 0.0)
-    mine = [provenance.run_seconds(j) for j in jobs if _job_done(j, retries)]
-    mine = [s for s in mine if s is not None]
+    mine = [(provenance.run_seconds(j), _step_load(j)) for j in jobs if _job_done(j, retries)]
+    mine = [(s, l) for s, l in mine if s is not None]
     if mine:
-        return statistics.fmean(mine), startup, (
-            f"mean of {len(mine)} job{'s' if len(mine) != 1 else ''} finished in this "
-            f"reproduction ({statistics.fmean(mine):.1f} s/job)")
+        rate, how = _scaled(mine, load_now)
+        return rate, startup, (f"mean of {len(mine)} job{'s' if len(mine) != 1 else ''} "
+                               f"finished in this reproduction ({how})")
     seen = _history(step.experiment, scale, job_overrides, folder)
     if seen:
-        return statistics.fmean(seen), startup, (
-            f"mean of {len(seen)} earlier run{'s' if len(seen) != 1 else ''} of "
-            f"{step.experiment} at scale={scale} under outputs/ "
-            f"({statistics.fmean(seen):.1f} s/job)")
+        rate, how = _scaled(seen, load_now)
+        return rate, startup, (f"mean of {len(seen)} earlier run{'s' if len(seen) != 1 else ''}"
+                               f" of {step.experiment} at scale={scale} under outputs/ ({how})")
     table = ((reference.get("rates") or {}).get(step.experiment) or {}).get(scale) or {}
-    rate = table.get(step.sweep or "run")
-    if rate is None and table:
-        rate = statistics.fmean(float(v) for v in table.values())
-    if rate is not None:
+    entry = table.get(step.sweep or "run")
+    rows = _reference_rows(entry) if entry is not None else \
+        [row for e in table.values() for row in _reference_rows(e)]
+    if rows:
+        rate, how = _scaled(rows, load_now)
         m = reference.get("measured") or {}
         where = ", ".join(str(x) for x in (m.get("host") and f"on {m['host']}",
                                              m.get("cores") and f"{m['cores']} cores",
-                                             m.get("load") and f"load {m['load']}",
                                              m.get("date")) if x)
-        return float(rate), startup, (f"reference rate in configs/reproduce/{RATES} "
-                                      f"({float(rate):.1f} s/job{'; ' + where if where else ''})")
+        return rate, startup, (f"reference rate in configs/reproduce/{RATES} "
+                               f"({how}{'; ' + where if where else ''})")
     return None, startup, "no measured rate: no earlier run of this experiment at this scale"
 
 
@@ -319,6 +359,7 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
                           f"scales: {', '.join(plan.scales())}")
     created = _first_missing(req.folder)   # removed again if checking fails
     reference = reference_rates()
+    load_now = os.getloadavg()[0]
     prepared = []
     try:
         for step in steps:
@@ -336,7 +377,7 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
                 job_overrides |= set(j.name.split(","))
             job_overrides |= set(step.overrides)
             per_job, startup, source = estimate_rate(step, req.scale, jobs, folder, retries,
-                                                     reference, job_overrides)
+                                                     reference, job_overrides, load_now)
             prepared.append(Prepared(step, folder, argv, jobs, count, done, per_job, startup,
                                      source))
     except BaseException:
@@ -423,10 +464,14 @@ def run_step(p: Prepared, log_path: Path, stop: _Stop, out=sys.stdout) -> dict:
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
         stop.child = child
         tty = out.isatty() if hasattr(out, "isatty") else False
-        shown, last_print = -1, 0.0
+        shown, last_print, last_sample = -1, 0.0, 0.0
         retries = 0
+        loads = [os.getloadavg()[0]]          # the 1-min load average, every 10 s
         while child.poll() is None:
             time.sleep(1.0)
+            if time.time() - last_sample >= 10:
+                loads.append(os.getloadavg()[0])
+                last_sample = time.time()
             finished = sum(_job_done(j, retries) for j in p.jobs) if p.jobs else 0
             now = time.time()
             # a terminal line every 5 s; a log line when a job finished (at most every 30 s)
@@ -454,7 +499,8 @@ def run_step(p: Prepared, log_path: Path, stop: _Stop, out=sys.stdout) -> dict:
     finished = sum(_job_done(j, 0) for j in p.jobs) if p.jobs else None
     return {"start": start, "end": time.time(), "seconds": seconds, "rc": child.returncode,
             "summary": summary, "jobs": p.count, "done_before": p.done, "done_after": finished,
-            "estimate": p.estimate, "rate_source": p.source}
+            "estimate": p.estimate, "rate_source": p.source,
+            "load_mean": round(statistics.fmean(loads), 2), "load_max": round(max(loads), 2)}
 
 
 def _last_cell(log_path: Path) -> str:
@@ -708,7 +754,7 @@ def measured_rates(folders: list) -> dict:
     from quadrun import provenance
 
     rates: dict = {}
-    startups, loads, record = [], [], {}
+    startups, record = [], {}
     for folder in folders:
         folder = Path(folder)
         record = _read_record(folder)
@@ -721,24 +767,24 @@ def measured_rates(folders: list) -> dict:
                        if s is not None]
             if not seconds:
                 continue
-            rates.setdefault(step.experiment, {}).setdefault(scale, {})[step.sweep or "run"] = \
-                round(statistics.fmean(seconds), 2)
+            load = _step_load(jobs[0])
+            rates.setdefault(step.experiment, {}).setdefault(scale, {})[step.sweep or "run"] = {
+                "seconds_per_job": round(statistics.fmean(seconds), 2),
+                "load": None if load is None else round(load, 1), "jobs": len(seconds)}
             for launch in record.get("launches") or []:
                 ran = (launch.get("steps") or {}).get(step.name)
                 if ran and not ran.get("done_before") and ran.get("done_after") == len(seconds):
                     startups.append(max(0.0, float(ran["seconds"]) - sum(seconds)))
-        for launch in record.get("launches") or []:
-            if launch.get("load_start") and launch.get("load_end"):
-                loads.append((launch["load_start"][0] + launch["load_end"][0]) / 2)
     env = ((record.get("launches") or [{}])[-1].get("environment") or {}) if record else {}
     return {
         "about": "seconds per job of each experiment, scale and sweep ('run': no sweep), "
-                 "measured by finished reproductions; `quadrun reproduce=...` estimates from "
-                 "them when no run of this machine is known. Rewrite with: python -m "
-                 "quadrun.reproduce rates <reproduction folder>... --write",
+                 "measured by finished reproductions, with the mean 1-min load average while "
+                 "the step ran (null: not sampled); `quadrun reproduce=...` estimates from "
+                 "them, scaled to the load at its start, when no run of this machine is "
+                 "known. Rewrite with: python -m quadrun.reproduce rates <reproduction "
+                 "folder>... --write",
         "measured": {"date": time.strftime("%Y-%m-%d"), "host": env.get("host"),
                      "cores": os.cpu_count(),
-                     "load": round(statistics.fmean(loads), 1) if loads else None,
                      "commit": str((env.get("code") or {}).get("commit") or "")[:12] or None,
                      "reproductions": [str(f) for f in folders]},
         "startup_s": round(statistics.median(startups), 1) if startups else 0.0,

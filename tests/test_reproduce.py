@@ -567,15 +567,21 @@ def _finished(folder: Path, experiment: str, scale: str, seconds: float, overrid
 
 def test_the_estimate_says_where_its_rate_comes_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     step = plans.Step("p", "pde", None)
     here = tmp_path / "outputs" / "reproduce" / "p_cpu" / "pde"
     jobs = [here / "scale=cpu,threads=1"]
-    reference = {"startup_s": 5, "measured": {"host": "vm", "cores": 2, "load": 3.5},
-                 "rates": {"pde": {"cpu": {"run": 40.0}}}}
+    reference = {"startup_s": 5, "measured": {"host": "vm", "cores": 2, "date": "2026-12-06"},
+                 "rates": {"pde": {"cpu": {"run": {"seconds_per_job": 40.0, "load": 8.0}}}}}
     per_job, startup, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
-                                                       {"scale=cpu", "threads=1"})
-    assert (per_job, startup) == (40.0, 5)
-    assert source.startswith("reference rate in configs/reproduce/rates.json (40.0 s/job; on vm")
+                                                       {"scale=cpu", "threads=1"}, load_now=2.0)
+    assert (per_job, startup) == (10.0, 5)     # measured at load 8 on 2 cores: 4x slower
+    assert source == ("reference rate in configs/reproduce/rates.json (40.0 s/job at load 8.0; "
+                      "x0.25 for load 2.0 now; on vm, 2 cores, 2026-12-06)")
+    reference["rates"]["pde"]["cpu"]["run"] = 40.0          # a bare number: load unknown
+    per_job, _, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
+                                                 {"scale=cpu", "threads=1"}, load_now=2.0)
+    assert per_job == 40.0 and "load then unknown, not scaled" in source
     _finished(tmp_path / "outputs" / "pde" / "r1", "pde", "cpu", 20)
     _finished(tmp_path / "outputs" / "pde" / "r2", "pde", "cpu", 30, ["seed=3", "device=cpu"])
     _finished(tmp_path / "outputs" / "pde" / "r3", "pde", "cpu", 50, ["pde.phi=quartic"])  # other study
