@@ -428,7 +428,7 @@ def print_plan(req: Request, plan: Plan, prepared: list, out=sys.stdout) -> Opti
         print(f"      {p.command}", file=out)
     startup = prepared[0].startup if prepared else 0
     note = f"; each step adds ~{startup:.0f} s to start" if startup else ""
-    print(f"  total: {total} jobs, {done} done; estimated "
+    print(f"  total: {total} job{'s' if total != 1 else ''}, {done} done; estimated "
           f"{'unknown (a step has no measured rate)' if estimate is None else fmt_seconds(estimate)}"
           f"{note}", file=out, flush=True)
     return estimate
