@@ -786,7 +786,7 @@ def measured_rates(folders: list) -> dict:
         "measured": {"date": time.strftime("%Y-%m-%d"), "host": env.get("host"),
                      "cores": os.cpu_count(),
                      "commit": str((env.get("code") or {}).get("commit") or "")[:12] or None,
-                     "reproductions": [str(f) for f in folders]},
+                     "reproductions": [Path(f).name for f in folders]},
         "startup_s": round(statistics.median(startups), 1) if startups else 0.0,
         "rates": rates,
     }
