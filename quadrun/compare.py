@@ -145,9 +145,14 @@ def markdown(result: dict) -> str:
 
 def print_result(result: dict, all_metrics: bool = False) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
     from quadrun.report import VERDICT_STYLE
+
+    def verdict(v: str) -> str:
+        style = VERDICT_STYLE.get(v)
+        return f"[{style}]{escape(v)}[/]" if style else escape(v)
 
     console = Console()
     console.print(f"A: {result['a']}\nB: {result['b']}", highlight=False)
@@ -156,8 +161,7 @@ def print_result(result: dict, all_metrics: bool = False) -> None:
         rt.add_column(name, overflow="fold")
     for c in result["claims"]:
         label = c["id"] + (f" ({c['group']})" if c["group"] else "")
-        rt.add_row(c["experiment"], label, f"[{VERDICT_STYLE.get(c['a'], '')}]{c['a']}[/]",
-                   f"[{VERDICT_STYLE.get(c['b'], '')}]{c['b']}[/]",
+        rt.add_row(escape(c["experiment"]), escape(label), verdict(c["a"]), verdict(c["b"]),
                    "[bold]changed[/]" if c["changed"] else "same")
     console.print(rt)
     changed = sum(c["changed"] for c in result["claims"])
@@ -169,8 +173,9 @@ def print_result(result: dict, all_metrics: bool = False) -> None:
     for name in ("experiment", "row", "metric", "A", "B", "B - A"):
         rt.add_column(name, overflow="fold")
     for m in shown:
-        rt.add_row(m["experiment"], m["row"], m["metric"], f"{_num(m['a'])} (n={m['n_a']})",
-                   f"{_num(m['b'])} (n={m['n_b']})", _diff_text(m))
+        rt.add_row(escape(m["experiment"]), escape(m["row"]), escape(m["metric"]),
+                   f"{_num(m['a'])} (n={m['n_a']})", f"{_num(m['b'])} (n={m['n_b']})",
+                   escape(_diff_text(m)))
     if shown:
         console.print(rt)
     console.print(f"{len(metrics)} shared metrics, {len(metrics) - len(shown)} equal in A and B"

@@ -727,19 +727,21 @@ def print_verdicts(context: dict) -> None:
     """One line per claim: verdict, experiment and id (group), what was measured; then the
     coverage line."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
     from quadrun.report import VERDICT_STYLE
 
     console = Console()
-    rt = RichTable(title=context["title"], show_lines=False, expand=True)
+    rt = RichTable(title=escape(context["title"]), show_lines=False, expand=True)
     rt.add_column("verdict", no_wrap=True)
     rt.add_column("claim", overflow="fold", min_width=24, ratio=1)
     rt.add_column("measured", overflow="ellipsis", no_wrap=True, ratio=2)
     for c in context["claims"]:
         label = f"{c['experiment']} {c['id']}" + (f" ({c['group']})" if c.get("group") else "")
-        rt.add_row(f"[{VERDICT_STYLE.get(c['verdict'], '')}]{c['verdict']}[/]", label,
-                   str(c.get("measured", "")))
+        style = VERDICT_STYLE.get(c["verdict"])
+        rt.add_row(f"[{style}]{escape(c['verdict'])}[/]" if style else escape(c["verdict"]),
+                   escape(label), escape(str(c.get("measured", ""))))
     console.print(rt)
     if context.get("banner"):
         console.print(context["banner"], style="yellow", highlight=False)
