@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -530,7 +531,6 @@ def test_an_override_of_one_experiment_s_section_reaches_only_its_steps():
 
 
 def test_the_wheel_ships_the_page_templates_the_plans_and_the_rates(tmp_path):
-    import shutil
     import subprocess
     import sys
     import zipfile
@@ -594,3 +594,33 @@ def test_the_estimate_says_where_its_rate_comes_from(tmp_path, monkeypatch):
     assert per_job == 12.0 and "mean of 1 job finished in this reproduction" in source
     prepared = reproduce.Prepared(step, here, [], jobs * 4, 4, 1, per_job, 5.0, source)
     assert prepared.remaining == 3 and prepared.estimate == 5.0 + 3 * 12.0
+
+
+@pytest.mark.slow
+def test_compare_two_real_sweeps_that_differ_in_one_strategy_s_seeds(smoke_reproduction, tmp_path):
+    """The relinear ablation of the smoke reproduction against a copy with one strategy cut to
+    two seeds: each side's verdicts are its own report's, and `changed` says where they differ."""
+    from quadrun import compare
+    from quadrun.report import find_runs, studies
+
+    step = next(p for p in smoke_reproduction["folder"].iterdir()
+                if p.is_dir() and p.name.startswith("relinear"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(step, a, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(step, b, ignore=shutil.ignore_patterns("report"))
+    first = sorted(p.name for p in b.iterdir() if (p / "summary.json").exists())[0]
+    strategy = re.search(r"relinear\.strategy=[^,]+", first).group(0)
+    cut = sorted(p for p in b.iterdir() if p.name.startswith(strategy + ","))[2:]
+    assert cut
+    for p in cut:
+        shutil.rmtree(p)
+    result = compare.compare(a, b)
+
+    def verdicts(folder):
+        return {c["id"]: c["verdict"] for s in studies(find_runs([folder])) for c in s.claims}
+
+    va, vb = verdicts(a), verdicts(b)
+    assert {c["id"]: (c["a"], c["b"]) for c in result["claims"]} == \
+        {k: (va[k], vb[k]) for k in va}
+    assert all(c["changed"] == (c["a"] != c["b"]) for c in result["claims"])
+    print("\n" + "\n".join(f"{c['id']}: {c['a']} -> {c['b']}" for c in result["claims"]))
