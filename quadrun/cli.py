@@ -520,7 +520,7 @@ def _help(argv: list) -> None:
     except Exception as exc:
         raise ConfigError(_one_line(exc)) from None
     groups = {"experiment": sorted(registry.names()), "scale": list(sorted(SCALES))}
-    for group in ("sweep", "cluster"):
+    for group in ("sweep", "cluster", "reproduce"):
         groups[group] = sorted(p.stem for p in Path(config_dir(), group).glob("*.yaml"))
     header = cfg.hydra.help.header.rstrip()
     footer = cfg.hydra.help.footer.rstrip()
@@ -632,6 +632,13 @@ def main(argv: list | None = None) -> None:
     # need (set before torch loads its OpenMP runtime; a value already set is kept)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
+    from quadrun import reproduce
+
+    if reproduce.wants(argv):  # reproduce=<paper>: its steps are sweeps run by this CLI
+        try:
+            sys.exit(reproduce.main(argv))
+        except KeyboardInterrupt:
+            _error("interrupted before the reproduction started", EXIT_INTERRUPTED)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_before_start)
     try:

@@ -609,10 +609,12 @@ def _write_csv(path: Path, runs: list, group_of: dict) -> None:
 
 
 def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = None,
-          quiet: bool = False, mix_code: bool = False) -> dict:
+          quiet: bool = False, mix_code: bool = False, page=None) -> dict:
     """Write the report for the runs under `paths` into `out` (default <first PATH>/report),
-    figures into `figures` (default: `out`); return {"runs", "studies", "claims",
-    "tables", "out", "figures"}."""
+    figures into `figures` (default: `out`), and its index.html (quadrun.html; `page`: what
+    the caller adds to the page, e.g. a reproduction's title and plan, or a function of
+    the result that returns it); return {"runs",
+    "studies", "claims", "tables", "out", "figures", "index"}."""
     runs = find_runs(paths)
     out = Path(out) if out else Path(paths[0]) / vocab.REPORT
     out.mkdir(parents=True, exist_ok=True)
@@ -629,7 +631,8 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
             claims.append((exp, exp_claims))
         tables += _tables(exp, group_studies)
         for s in group_studies:
-            made += _figures(s, figures)
+            s.figures = _figures(s, figures)
+            made += s.figures
     claim_tables = [claims_table(f"Claims: {exp}", cs) for exp, cs in claims]
     problems = [r for r in runs if r.status != "completed"]
     lines = [_status_line(runs)] + [claims_line(exp, cs) for exp, cs in claims]
@@ -652,6 +655,14 @@ def build(paths: list, out: Optional[Path] = None, figures: Optional[Path] = Non
     _write_csv(out / "results.csv", runs, group_of)
     result = {"runs": runs, "studies": all_studies, "claims": [c for _, cs in claims for c in cs],
               "claim_tables": claim_tables, "tables": tables, "out": out, "figures": made}
+    try:  # the page is one view more: a failure is logged, the tables stay
+        from quadrun import html
+
+        extra = page(result) if callable(page) else (page or {})
+        result["index"] = html.write_index(result, out, **extra)
+    except Exception as exc:
+        log.error("could not write %s: %s: %s", out / "index.html", type(exc).__name__, exc)
+        result["index"] = None
     if not quiet:
         print_report(result)
     return result
@@ -972,7 +983,20 @@ def main(argv: Optional[list] = None) -> None:
                              "code identity is its own group)")
     parser.add_argument("--status", action="store_true",
                         help="show the state of every job of the given sweep folders and exit")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                        help="two runs, sweeps or reproductions: each claim's verdict in both "
+                             "and each shared metric's values and difference")
     args = parser.parse_args(argv)
+    if args.compare:
+        missing = [p for p in args.compare if not p.exists() or not find_runs([p])]
+        if missing:
+            print(f"quadrun-report: error: --compare: no run folders under {missing[0]}",
+                  file=sys.stderr)
+            sys.exit(2)
+        from quadrun import compare
+
+        compare.main(*args.compare, out=args.out)
+        return
     if args.status:
         for sweep in args.paths:
             from quadrun.sweeps import is_sweep
@@ -1000,6 +1024,11 @@ def main(argv: Optional[list] = None) -> None:
         print(f"quadrun-report: error: paths: no run folders under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         sys.exit(2)
+    from quadrun import reproduce
+
+    if len(args.paths) == 1 and reproduce.is_reproduction(args.paths[0]) and not args.out:
+        reproduce.write_report(args.paths[0], quiet=False)   # its own page: plan, papers
+        return
     build(args.paths, args.out, mix_code=args.mix_code)
 
 
