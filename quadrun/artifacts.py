@@ -35,6 +35,13 @@ from quadrun.vocab import STATUSES
 log = logging.getLogger("quadrun")
 
 
+def _load():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -189,6 +196,7 @@ class RunContext:
                                                  "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
                       if k in os.environ} or None,
             "packages": identity.installed_packages(),
+            "load": {"start": _load()},            # the machine's load average (estimates)
         }
         if previous.get("mlflow_run_id"):
             self._meta["mlflow_run_id"] = previous["mlflow_run_id"]
@@ -204,6 +212,7 @@ class RunContext:
         attempts.jsonl beside it."""
         assert status in STATUSES, status
         self._meta["end"] = _now()
+        self._meta.setdefault("load", {})["end"] = _load()
         if status == "failed":
             self._meta["failed_attempts"] = self._meta.get("failed_attempts", 0) + 1
         out = {"status": status, "experiment": self.cfg.experiment, "scale": self.cfg.scale,

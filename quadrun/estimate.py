@@ -1,54 +1,176 @@
-"""How long a run or a sweep will take, from what earlier runs on this machine measured
-(torch-free).
+"""How long a run, a sweep or a reproduction will take, from what was measured (torch-free).
 
-Earlier runs are the finished run folders of the same experiment and scale under
-`outputs/` (single runs and sweep jobs alike): their meta.json start and end, and the cells
-their summary.json holds. The estimate is the median seconds per cell (a run) or per job (a
-sweep) times the cells or jobs to come; the line says how many earlier runs it rests on,
-or that there are none yet.
+The one home of these estimates: a run's line before it measures, a sweep's plan line, the
+report's time for a claim's next command, and `quadrun reproduce`'s plan all use it.
+
+- Earlier runs (`history`): finished one-attempt runs of the same experiment and scale
+  under `outputs/` (single runs and sweep jobs alike), each with its wall seconds
+  (quadrun.provenance.run_seconds), its cells, and the load average while it ran when its
+  meta.json recorded it.
+- Reference rates (`reference_rates`): seconds per job of every experiment at smoke and
+  cpu scale measured on the 2-core development machine, with the load they were measured
+  at (configs/reproduce/rates.json, `python -m quadrun.reproduce rates ... --write`).
+- Load: a CPU-bound job's share of a core is min(1, cores / load), so a rate measured at
+  one load is scaled to the load now (`load_factor`) when both are known.
+
+Every estimate says where its rate comes from.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Optional
 
+from quadrun import vocab
 
-def _seconds(meta: dict) -> Optional[float]:
+RATES = "rates.json"        # configs/reproduce/rates.json
+
+
+def load_now() -> Optional[float]:
     try:
-        start = dt.datetime.fromisoformat(meta["start"])
-        end = dt.datetime.fromisoformat(meta["end"])
-    except (KeyError, TypeError, ValueError):
+        return os.getloadavg()[0]
+    except OSError:
         return None
-    seconds = (end - start).total_seconds()
-    return seconds if seconds >= 0 else None
 
 
-def earlier(experiment: str, scale: str, root: Path = Path("outputs"), limit: int = 200) -> list:
-    """[(seconds, cells)] of finished runs of `experiment` at `scale` under `root`, newest
-    first (at most `limit`; a run resumed after a pause counts its whole span)."""
-    folder = Path(root) / experiment
-    if not folder.is_dir():
+def load_factor(measured: Optional[float], now: Optional[float]) -> Optional[float]:
+    """How much longer a CPU-bound job takes at load average `now` than at `measured` on
+    this machine's cores, taking a job's share of a core as min(1, cores / load)."""
+    if measured is None or now is None:
+        return None
+    cores = os.cpu_count() or 1
+    return max(1.0, now / cores) / max(1.0, measured / cores)
+
+
+def reference_rates() -> dict:
+    """configs/reproduce/rates.json: {"rates": {experiment: {scale: {name: {"seconds_per_job",
+    "load"}}}}, "startup_s", "measured": {...}} ({} when absent)."""
+    from quadrun.plans import plans_dir
+
+    try:
+        data = json.loads((plans_dir() / RATES).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_load(meta: dict) -> Optional[float]:
+    """The load average while a run ran, from its meta.json (the mean of the loads at its
+    start and end), or None."""
+    load = meta.get("load") if isinstance(meta, dict) else None
+    if isinstance(load, dict):
+        values = [v for v in (load.get("start"), load.get("end")) if isinstance(v, (int, float))]
+        return statistics.fmean(values) if values else None
+    return None
+
+
+def history(experiment: str, scale: str, root: Path = Path("outputs"),
+            defining: Optional[set] = None, exclude: Optional[Path] = None,
+            limit: int = 400) -> list:
+    """[(seconds, load or None, cells)] of finished one-attempt runs of `experiment` at
+    `scale` under `root` (newest first, at most `limit`). `defining`: only runs whose
+    result-defining overrides (the seed and launch keys left out) are all in it;
+    `exclude`: a folder whose runs do not count."""
+    from quadrun.provenance import run_seconds
+
+    root = Path(root)
+    if not root.is_dir():
         return []
+    exclude = Path(exclude).resolve() if exclude else None
     found = []
-    for summary in list(folder.glob("*/summary.json")) + list(folder.glob("multirun/*/*/summary.json")):
+    for meta_path in root.rglob(vocab.META):
+        folder = meta_path.parent
+        if vocab.REPORT in folder.parts or (exclude and exclude in folder.resolve().parents):
+            continue
         try:
-            s = json.loads(summary.read_text())
-            meta = json.loads((summary.parent / "meta.json").read_text())
+            meta = json.loads(meta_path.read_text())
+            summary = json.loads((folder / vocab.SUMMARY).read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(s, dict) or not isinstance(meta, dict):
+        if not isinstance(meta, dict) or not isinstance(summary, dict):
             continue
-        if s.get("status") != "completed" or s.get("scale") != scale or meta.get("attempts", 1) != 1:
+        if meta.get("experiment") != experiment or meta.get("scale") != scale or \
+                summary.get("status") not in ("completed", "diverged"):
             continue
-        seconds = _seconds(meta)
-        cells = len(s.get("records") or []) or 1
+        if defining is not None and not _defining(folder) <= defining:
+            continue
+        seconds = run_seconds(folder, meta)
         if seconds is not None:
-            found.append((meta.get("end", ""), seconds, cells))
-    found.sort(reverse=True)
-    return [(seconds, cells) for _, seconds, cells in found[:limit]]
+            cells = len(summary.get("records") or []) or 1
+            found.append((meta.get("end") or "", seconds, run_load(meta), cells))
+    found.sort(key=lambda row: row[0], reverse=True)
+    return [(s, load, cells) for _, s, load, cells in found[:limit]]
+
+
+def _defining(folder: Path) -> set:
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((folder / vocab.OVERRIDES).read_text()) or []
+    except (OSError, ValueError, yaml.YAMLError):
+        return {"?"}
+    return {str(o) for o in overrides
+            if str(o).split("=", 1)[0].split(".")[0] not in
+            ("seed", "experiment", "scale", "hydra", "sweep", "cluster", "threads")
+            and vocab.defines_result(str(o))}
+
+
+def scaled(rows: list, now: Optional[float]) -> tuple:
+    """(seconds, how) from [(seconds, load or None)]: the mean, times `load_factor` when
+    every row's load is known."""
+    rate = statistics.fmean(s for s, _ in rows)
+    loads = [load for _, load in rows]
+    if not loads or any(load is None for load in loads) or now is None:
+        return rate, f"{duration(rate)} a job; load then unknown, not scaled"
+    measured = statistics.fmean(loads)
+    factor = load_factor(measured, now)
+    return rate * factor, (f"{duration(rate)} a job at load {measured:.1f}; x{factor:.2f} "
+                           f"for load {now:.1f} now")
+
+
+def reference_rows(experiment: str, scale: str, name: str = "run") -> list:
+    """[(seconds per job, load)] of the reference rates for `name` (a sweep or "run"), or of
+    every entry of the experiment at that scale when `name` has none."""
+    table = ((reference_rates().get("rates") or {}).get(experiment) or {}).get(scale) or {}
+
+    def rows(entry) -> list:
+        if isinstance(entry, dict):
+            return [(float(entry["seconds_per_job"]), entry.get("load"))]
+        return [(float(entry), None)]
+
+    entry = table.get(name)
+    return rows(entry) if entry is not None else [r for e in table.values() for r in rows(e)]
+
+
+def per_job(experiment: str, scale: str, root: Path = Path("outputs"),
+            now: Optional[float] = None) -> Optional[tuple]:
+    """(seconds per run, where it comes from): earlier runs under `root`, else the
+    reference rates; None when neither has the experiment at that scale."""
+    now = load_now() if now is None else now
+    seen = history(experiment, scale, root)
+    if seen:
+        rate, how = scaled([(s, load) for s, load, _ in seen], now)
+        return rate, (f"mean of {len(seen)} earlier run{'s' if len(seen) != 1 else ''} of "
+                      f"{experiment} at scale {scale} in {root}/, {how}")
+    rows = reference_rows(experiment, scale)
+    if rows:
+        rate, how = scaled(rows, now)
+        return rate, f"reference rate in configs/reproduce/{RATES}, {how}"
+    return None
+
+
+def per_cell(experiment: str, scale: str, root: Path = Path("outputs"),
+             now: Optional[float] = None) -> Optional[tuple]:
+    """(seconds per cell, where it comes from), from earlier runs only."""
+    now = load_now() if now is None else now
+    seen = history(experiment, scale, root)
+    if not seen:
+        return None
+    rate, how = scaled([(s / c, load) for s, load, c in seen], now)
+    return rate, (f"mean over {len(seen)} earlier run{'s' if len(seen) != 1 else ''} at "
+                  f"scale {scale} in {root}/, {how.replace('a job', 'a cell')}")
 
 
 def duration(seconds: float) -> str:
@@ -62,42 +184,29 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def per_job(experiment: str, scale: str, root: Path = Path("outputs")) -> Optional[tuple]:
-    """(median seconds per run, runs it rests on), or None without earlier runs."""
-    runs = earlier(experiment, scale, root)
-    return (max(statistics.median(s for s, _ in runs), 0.5), len(runs)) if runs else None
-
-
-def per_cell(experiment: str, scale: str, root: Path = Path("outputs")) -> Optional[tuple]:
-    runs = earlier(experiment, scale, root)
-    return (max(statistics.median(s / c for s, c in runs), 0.5 / max(c for _, c in runs)),
-            len(runs)) if runs else None
-
-
 def sweep_line(experiment: str, scale: str, jobs: int, parallel: int = 1,
                root: Path = Path("outputs")) -> str:
-    """`30 jobs; about 12 min (median 24 s a job over 14 earlier runs of relinear at scale
-    cpu in outputs/)`."""
-    rate = per_job(experiment, scale, root)
+    """`30 jobs; about 12 min (mean of 14 earlier runs of relinear at scale cpu ...)`."""
     head = f"{jobs} job{'s' if jobs != 1 else ''}"
+    rate = per_job(experiment, scale, root)
     if rate is None:
-        return f"{head}; no earlier finished run of {experiment} at scale {scale} in {root}/ " \
-               "to estimate the time from"
-    seconds, n = rate
+        return (f"{head}; no earlier finished run of {experiment} at scale {scale} in {root}/ "
+                "and no reference rate to estimate the time from")
+    seconds, how = rate
     at_once = f", {parallel} at a time" if parallel > 1 else ""
-    return (f"{head}; about {duration(seconds * jobs / max(parallel, 1))}{at_once} (median "
-            f"{duration(seconds)} a job over {n} earlier run{'s' if n != 1 else ''} of "
-            f"{experiment} at scale {scale} in {root}/)")
+    return f"{head}; about {duration(seconds * jobs / max(parallel, 1))}{at_once} ({how})"
 
 
 def run_line(experiment: str, scale: str, cells: int, done: int = 0,
              root: Path = Path("outputs")) -> str:
-    """`12 cells (3 finished before); about 4 min (median 20 s a cell over 6 earlier runs ...)`."""
+    """`12 cells (3 finished before); about 4 min (mean over 6 earlier runs ...)`."""
     head = f"{cells} cell{'s' if cells != 1 else ''}" + (f" ({done} finished before)" if done else "")
     rate = per_cell(experiment, scale, root)
     if rate is None:
+        whole = per_job(experiment, scale, root)
+        if whole is not None and not done:
+            return f"{head}; about {duration(whole[0])} ({whole[1]})"
         return f"{head}; no earlier finished run of {experiment} at scale {scale} in {root}/ " \
                "to estimate the time from"
-    seconds, n = rate
-    return (f"{head}; about {duration(seconds * (cells - done))} (median {duration(seconds)} a "
-            f"cell over {n} earlier run{'s' if n != 1 else ''} at scale {scale} in {root}/)")
+    seconds, how = rate
+    return f"{head}; about {duration(seconds * (cells - done))} ({how})"

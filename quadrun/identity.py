@@ -86,10 +86,12 @@ def git_state() -> tuple:
 
 
 def code_identity() -> dict:
+    """{"version", "source", "commit", "dirty"} of the quadrun code in use (commit and dirty
+    None outside a git checkout, e.g. an installed wheel)."""
     import quadrun
 
     commit, dirty = git_state()
-    return {"version": quadrun.__version__, "source": source_hash(), "git": commit,
+    return {"version": quadrun.__version__, "source": source_hash(), "commit": commit,
             "dirty": dirty}
 
 
@@ -99,13 +101,23 @@ def code_fingerprint(identity: Optional[dict] = None) -> str:
     return f"{ident.get('version')}+{ident.get('source')}"
 
 
+@functools.lru_cache(maxsize=1)
 def installed_packages() -> dict:
-    """{distribution: version} of everything installed beside quadrun."""
+    """{distribution: version} of every installed distribution, sorted by name (read once
+    per process; a wheel's `<name>-<version>.dist-info` folder name is enough, other installs
+    have their metadata parsed)."""
     from importlib import metadata
 
-    out = {}
+    found = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        folder = getattr(dist, "_path", None)
+        stem = getattr(folder, "name", "")
+        stem = stem[:-len(".dist-info")] if stem.endswith(".dist-info") else ""
+        if stem.count("-") == 1:
+            name, version = stem.split("-")
+        else:
+            meta = dist.metadata
+            name, version = (meta["Name"] if meta else None), dist.version
         if name:
-            out[name] = dist.version
-    return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
+            found.setdefault(str(name), str(version))
+    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))

@@ -5,72 +5,24 @@ environment. Torch-free: the report and `quadrun reproduce` use it.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import platform
 import socket
-import subprocess
 from pathlib import Path
 from typing import Iterable, Optional
 
 from quadrun import vocab
 
 
-def code_identity() -> dict:
-    """{"version", "commit", "dirty", "describe"} of the quadrun source in use; commit and
-    dirty are None outside a git checkout (an installed wheel)."""
-    import quadrun
-
-    src = Path(quadrun.__file__).resolve().parent.parent
-    out = {"version": quadrun.__version__, "commit": None, "dirty": None, "describe": None}
-    if not (src / ".git").exists():
-        return out
-
-    def git(*args) -> Optional[str]:
-        try:
-            res = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True,
-                                 timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return res.stdout if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    out["commit"] = commit.strip() if commit else None
-    out["dirty"] = bool(status.strip()) if status is not None else None
-    describe = git("describe", "--always", "--dirty")
-    out["describe"] = describe.strip() if describe else None
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def packages() -> dict:
-    """{distribution name: version} of every installed distribution, sorted by name (read
-    once per process; a wheel's `<name>-<version>.dist-info` folder name is enough, other
-    installs have their metadata parsed)."""
-    from importlib import metadata
-
-    found = {}
-    for dist in metadata.distributions():
-        folder = getattr(dist, "_path", None)
-        stem = getattr(folder, "name", "")
-        stem = stem[:-len(".dist-info")] if stem.endswith(".dist-info") else ""
-        if stem.count("-") == 1:
-            name, version = stem.split("-")
-        else:
-            meta = dist.metadata
-            name, version = (meta["Name"] if meta else None), dist.version
-        if name:
-            found.setdefault(str(name), str(version))
-    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
-
-
 def environment() -> dict:
-    """This process's provenance: code identity, host, python, platform, packages, time."""
+    """This process's provenance: code identity (quadrun.identity), host, python, platform,
+    packages, time."""
+    from quadrun.identity import code_identity, installed_packages
+
     return {"code": code_identity(), "host": socket.gethostname(),
             "python": platform.python_version(), "platform": platform.platform(),
             "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "packages": packages()}
+            "packages": installed_packages()}
 
 
 REPORT_LAG = 120.0   # seconds between a run's summary and its own report, at most
@@ -157,7 +109,9 @@ def from_runs(runs: Iterable, environment_now: Optional[dict] = None) -> dict:
     if recorded_packages is not None:
         pkgs, pkg_source = recorded_packages, "recorded by the runs (meta.json)"
     else:
-        env = environment_now or {"packages": packages()}
+        from quadrun.identity import installed_packages
+
+        env = environment_now or {"packages": installed_packages()}
         pkgs = env.get("packages", {})
         pkg_source = ("installed where this report was written (the runs' meta.json do not "
                       "list packages)")

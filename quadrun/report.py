@@ -490,8 +490,8 @@ class Study:
         if jobs:
             rate = estimate.per_job(self.experiment, str(c.get("scale") or "cpu"))
             when = f" ({jobs} new run{'s' if jobs != 1 else ''}" + (
-                f", about {estimate.duration(rate[0] * jobs)} one at a time, from {rate[1]} "
-                "earlier runs)" if rate else ")")
+                f", about {estimate.duration(rate[0] * jobs)} one at a time: {rate[1]})"
+                if rate else ")")
         return {**c, "next": {**step, "text": command + when}}
 
     def _decide(self) -> list:

@@ -43,13 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
 
 from quadrun import vocab
 from quadrun.errors import ConfigError
 from quadrun.plans import PLAN_KEYS, Plan, Step, load_plan, paper_titles, plan_names, plans_dir
 
-RATES = "rates.json"                # configs/reproduce/rates.json: reference seconds per job
 RECORD = "reproduction.json"        # in a reproduction folder
 ROOT = Path("outputs") / "reproduce"
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 3
@@ -129,123 +127,51 @@ def _job_done(job: Path, retries: int) -> bool:
     return False
 
 
-def reference_rates() -> dict:
-    try:
-        data = json.loads((plans_dir() / RATES).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _step_load(job: Path) -> Optional[float]:
     """The mean load average while the step that holds `job` ran, when a reproduction
-    sampled it (None otherwise)."""
+    sampled it, else while the job ran (its meta.json), else None."""
+    from quadrun import estimate
+
     step = Path(job).parent
     loads = [l["steps"][step.name]["load_mean"]
              for l in _read_record(step.parent).get("launches") or []
              if (l.get("steps") or {}).get(step.name, {}).get("load_mean") is not None]
-    return statistics.fmean(loads) if loads else None
-
-
-def load_factor(measured: Optional[float], now: Optional[float]) -> Optional[float]:
-    """How much longer a CPU-bound job takes at load average `now` than at `measured` on
-    this machine's cores, taking a job's share of a core as min(1, cores / load)."""
-    if measured is None or now is None:
+    if loads:
+        return statistics.fmean(loads)
+    try:
+        return estimate.run_load(json.loads((Path(job) / vocab.META).read_text()))
+    except (OSError, ValueError):
         return None
-    cores = os.cpu_count() or 1
-    return max(1.0, now / cores) / max(1.0, measured / cores)
-
-
-def _history(experiment: str, scale: str, jobs_overrides: set, exclude: Path,
-             root: Path = Path("outputs")) -> list:
-    """(seconds, load while it ran or None) of finished one-attempt runs of `experiment` at
-    `scale` under `root`, whose result-defining overrides are all among the step's jobs'
-    (other folders than `exclude`)."""
-    out = []
-    if not root.is_dir():
-        return out
-    exclude = exclude.resolve()
-    from quadrun import provenance
-
-    for meta_path in root.rglob(vocab.META):
-        folder = meta_path.parent
-        if vocab.REPORT in folder.parts or exclude in folder.resolve().parents:
-            continue
-        try:
-            meta = json.loads(meta_path.read_text())
-            summary = json.loads((folder / vocab.SUMMARY).read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(meta, dict) or not isinstance(summary, dict):
-            continue
-        if meta.get("experiment") != experiment or meta.get("scale") != scale or \
-                summary.get("status") not in ("completed", "diverged"):
-            continue
-        try:
-            overrides = yaml.safe_load((folder / vocab.OVERRIDES).read_text()) or []
-        except (OSError, yaml.YAMLError):
-            continue
-        defining = {str(o) for o in overrides
-                    if str(o).split("=", 1)[0].split(".")[0] not in
-                    ("seed", "experiment", "scale", "hydra", "sweep", "cluster")
-                    and vocab.defines_result(str(o))}
-        if not defining <= jobs_overrides:
-            continue
-        seconds = provenance.run_seconds(folder, meta)
-        if seconds is not None:
-            out.append((seconds, _step_load(folder)))
-    return out
-
-
-def _scaled(rows: list, now: Optional[float]) -> tuple:
-    """(seconds per job, how it was scaled) from [(seconds, load or None)]: the mean, times
-    load_factor when every row's load is known."""
-    rate = statistics.fmean(s for s, _ in rows)
-    loads = [l for _, l in rows]
-    if not loads or any(l is None for l in loads) or now is None:
-        return rate, f"{rate:.1f} s/job; load then unknown, not scaled"
-    measured = statistics.fmean(loads)
-    factor = load_factor(measured, now)
-    return rate * factor, (f"{rate:.1f} s/job at load {measured:.1f}; x{factor:.2f} for "
-                           f"load {now:.1f} now")
-
-
-def _reference_rows(entry) -> list:
-    """Reference rates are {"seconds_per_job", "load"} (or a bare number: load unknown)."""
-    if isinstance(entry, dict):
-        return [(float(entry["seconds_per_job"]), entry.get("load"))]
-    return [(float(entry), None)]
 
 
 def estimate_rate(step: Step, scale: str, jobs: list, folder: Path, retries: int,
                   reference: dict, job_overrides: set, load_now: Optional[float] = None) -> tuple:
-    """(seconds per job, seconds to start the step, where the rate comes from). A rate
-    measured at a known load is scaled to the load now (`load_factor`)."""
-    from quadrun import provenance
+    """(seconds per job, seconds to start the step, where the rate comes from): this
+    reproduction's finished jobs, else earlier runs under outputs/ whose defining overrides
+    are among the step's, else the reference rates (quadrun.estimate); a rate measured at a
+    known load is scaled to the load now."""
+    from quadrun import estimate, provenance
 
     startup = float(reference.get("startup_s") or 0.0)
     mine = [(provenance.run_seconds(j), _step_load(j)) for j in jobs if _job_done(j, retries)]
-    mine = [(s, l) for s, l in mine if s is not None]
+    mine = [(s, load) for s, load in mine if s is not None]
     if mine:
-        rate, how = _scaled(mine, load_now)
+        rate, how = estimate.scaled(mine, load_now)
         return rate, startup, (f"mean of {len(mine)} job{'s' if len(mine) != 1 else ''} "
                                f"finished in this reproduction ({how})")
-    seen = _history(step.experiment, scale, job_overrides, folder)
+    seen = estimate.history(step.experiment, scale, defining=job_overrides, exclude=folder)
     if seen:
-        rate, how = _scaled(seen, load_now)
+        rate, how = estimate.scaled([(s, load) for s, load, _ in seen], load_now)
         return rate, startup, (f"mean of {len(seen)} earlier run{'s' if len(seen) != 1 else ''}"
                                f" of {step.experiment} at scale={scale} under outputs/ ({how})")
-    table = ((reference.get("rates") or {}).get(step.experiment) or {}).get(scale) or {}
-    entry = table.get(step.sweep or "run")
-    rows = _reference_rows(entry) if entry is not None else \
-        [row for e in table.values() for row in _reference_rows(e)]
+    rows = estimate.reference_rows(step.experiment, scale, step.sweep or "run")
     if rows:
-        rate, how = _scaled(rows, load_now)
+        rate, how = estimate.scaled(rows, load_now)
         m = reference.get("measured") or {}
         where = ", ".join(str(x) for x in (m.get("host") and f"on {m['host']}",
                                              m.get("cores") and f"{m['cores']} cores",
                                              m.get("date")) if x)
-        return rate, startup, (f"reference rate in configs/reproduce/{RATES} "
+        return rate, startup, (f"reference rate in configs/reproduce/{estimate.RATES} "
                                f"({how}{'; ' + where if where else ''})")
     return None, startup, "no measured rate: no earlier run of this experiment at this scale"
 
@@ -358,6 +284,8 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
         raise ConfigError(f"scale: reproduce={req.plan} has no step at scale={req.scale}; its "
                           f"scales: {', '.join(plan.scales())}")
     created = _first_missing(req.folder)   # removed again if checking fails
+    from quadrun.estimate import reference_rates
+
     reference = reference_rates()
     load_now = os.getloadavg()[0]
     prepared = []
@@ -797,10 +725,12 @@ def measured_rates(folders: list) -> dict:
 def _rates_main(argv: list) -> int:
     import argparse
 
+    from quadrun import estimate
+
     parser = argparse.ArgumentParser(
         prog="python -m quadrun.reproduce rates",
         description="Reference seconds per job from finished reproductions (stdout; --write "
-                    f"merges them into configs/reproduce/{RATES}).")
+                    f"merges them into configs/reproduce/{estimate.RATES}).")
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
@@ -810,7 +740,7 @@ def _rates_main(argv: list) -> int:
         print(f"quadrun: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.write:
-        old = reference_rates()
+        old = estimate.reference_rates()
         merged = dict(old.get("rates") or {})
         for exp, scales in new["rates"].items():
             for scale, table in scales.items():
@@ -818,8 +748,8 @@ def _rates_main(argv: list) -> int:
         new["rates"] = merged
         from quadrun.html import write_text
 
-        write_text(plans_dir() / RATES, json.dumps(new, indent=2, sort_keys=False) + "\n")
-        print(f"written: {plans_dir() / RATES}")
+        write_text(plans_dir() / estimate.RATES, json.dumps(new, indent=2, sort_keys=False) + "\n")
+        print(f"written: {plans_dir() / estimate.RATES}")
     else:
         print(json.dumps(new, indent=2))
     return 0
