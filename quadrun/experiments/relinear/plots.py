@@ -207,10 +207,11 @@ def _plain_log(ax, which: str = "xy") -> None:
             lo, hi = sorted(self.axis.get_view_interval())
             if x <= 0 or lo <= 0:
                 return ""
-            spans, m = np.log10(hi / lo), round(x / 10 ** np.floor(np.log10(x) + 1e-9), 6)
+            e = int(np.floor(np.log10(x) + 1e-9))
+            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
             shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
                      or (spans <= 2.5 and m in (2, 5)))
-            return f"{x:g}" if shown else ""
+            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
 
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
         if scale == "log" and axis.axis_name in which:
