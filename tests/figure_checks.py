@@ -92,6 +92,10 @@ def problems(fig) -> list:
         box = ax.get_window_extent(renderer)
         if _tick_labels(ax.xaxis) and not ax.get_xlabel():
             found.append(f"{_name(ax)}: x axis without a label")
+        below = any(o is not ax and o.get_window_extent(renderer).y1 <= box.y0
+                    and _overlap_columns(o.get_window_extent(renderer), box) for o in axes)
+        if ax.lines and ax.get_xticks().size and not _tick_labels(ax.xaxis) and not below:
+            found.append(f"{_name(ax)}: x ticks without labels and no panel below to read them")
         leftmost = not any(o is not ax and o.get_window_extent(renderer).x1 <= box.x0
                            and _overlap_rows(o.get_window_extent(renderer), box) for o in axes)
         if leftmost and _tick_labels(ax.yaxis) and not ax.get_ylabel():
@@ -154,6 +158,10 @@ def problems(fig) -> list:
             if _overlap(tbox, leg.get_window_extent(renderer)):
                 found.append("the suptitle overlaps the figure's legend")
     return found
+
+
+def _overlap_columns(a, b) -> bool:
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 * min(a.width, b.width)
 
 
 def _overlap_rows(a, b) -> bool:

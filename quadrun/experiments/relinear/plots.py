@@ -35,6 +35,8 @@ def figures(records, c, save) -> None:
                 ax.set_title(f"{strategy} ({_runs(runs)})", fontsize=9)
                 if i % 3:                                     # the row's first panel says it
                     ax.set_ylabel("")
+                if i + 3 < len(curves):                       # the panel below says it
+                    ax.set_xlabel("")
             handles = [Line2D([], [], color=colours[s], label=f"seed {s}") for s in seeds]
             fig.legend(handles=handles + styles, loc="outside right center", fontsize=7)
             first = next(iter(curves.values()))[0]
@@ -131,6 +133,8 @@ def _panels(n: int):
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
+    for ax in flat[max(0, n - cols):n]:     # no panel below: its own epoch ticks
+        ax.xaxis.set_tick_params(labelbottom=True)
     return fig, flat[:n]
 
 
