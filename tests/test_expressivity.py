@@ -768,7 +768,7 @@ def _figures(records, c):
     return out
 
 
-def test_fit_mse_shows_the_geometric_mean_and_a_log_interval_above_zero():
+def test_fit_mse_figure_shows_the_geometric_mean_and_a_log_interval_above_zero():
     """MSEs 1e-4, 1e-2, 1 (std 0.57 > mean 0.34, a symmetric bar would cross zero): the
     marker at their geometric mean 1e-2, the bar one std of log10 MSE (2) either side, 1e-4
     to 1; every figure passes the readability checks."""
