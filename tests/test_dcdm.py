@@ -17,6 +17,7 @@ from quadrun.nn.dcdm_net import (ARCHS, AdditiveDCDMNet, DCDMNet, MultilevelDCDM
                                  build, scale_invariant_loss)
 from quadrun.solvers import krylov
 from quadrun.solvers.poisson import SCENES, scene
+from tests.figure_checks import problems
 
 
 @pytest.mark.parametrize("where", [("sphere", 2, 24), ("cavities", 2, 20), ("box_obstacle", 3, 10)])
@@ -801,3 +802,52 @@ def test_cuda_multigrid_and_dcdm_count_as_on_the_cpu():
             assert got["converged"]
     eager = krylov.solve("mg", system, b, device="cuda", graphs=False)
     assert eager["iterations"] == cpu["mg"]["iterations"]
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def _solves(converged_paper=False):
+    """Solve records of a 2-D smoke-like run: residuals falling at each solver's rate, the
+    classical ones' iterations growing with n, DCDM's (two nets) flat, the paper net's stuck."""
+    recs = []
+    for n in (16, 32, 64):
+        for scene_name in ("sphere", "two_obstacles"):
+            for solver, arch, seed, its in (("cg", None, None, 3 * n), ("jacobi", None, None, 3 * n),
+                                            ("mg", None, None, 4), ("dcdm", "additive", 1, 30),
+                                            ("dcdm", "additive", 2, 34), ("dcdm", "paper", 3, 300)):
+                stuck = arch == "paper" and not converged_paper
+                res = [1.0 if stuck else 1e-4 ** (k / its) for k in config.kept(its)]
+                recs.append({"part": "solve", "dim": 2, "n": n, "scene": scene_name,
+                             "solver": solver, "arch": arch, "train_seed": seed, "iterations": its,
+                             "converged": not stuck, "residuals": res})
+    return recs
+
+
+def _drawn(recs) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+
+    def save(fig, name):
+        out[name] = (problems(fig), fig.get_suptitle())
+        plt.close(fig)
+
+    exp.figures(recs, exp.Config(), save)
+    return out
+
+
+def test_figures_read_on_their_own():
+    """Both figures pass the figure checks (tests/figure_checks.py: the legend once covered
+    residual curves); the iterations figure names the solves it leaves out, and is not drawn
+    without converged solves at two sizes."""
+    out = _drawn(_solves())
+    assert list(out) == ["residuals_2d", "iterations_2d"]
+    for name, (found, _) in out.items():
+        assert found == [], (name, found)
+    assert "left out, not converged: dcdm paper (6 solves)" in out["iterations_2d"][1]
+    assert "a line per trained net, 2 additive and 1 paper" in out["residuals_2d"][1]
+    assert "left out" not in _drawn(_solves(converged_paper=True))["iterations_2d"][1]
+    stuck = [dict(r, converged=False) for r in _solves()]
+    assert list(_drawn(stuck)) == ["residuals_2d"]

@@ -27,6 +27,7 @@ from quadrun.nn.variety import (ambient_dimension, exact_rank, gap_cut, jacobian
                                 neuron_redundancy, numerical_rank, output_degree,
                                 output_degrees, variety_dimension)
 from tests.conftest import run_folders, summary
+from tests.figure_checks import problems
 
 # the claims module (the package's `claims` attribute is the function of the same name)
 exclaims = importlib.import_module("quadrun.experiments.expressivity.claims")
@@ -740,6 +741,78 @@ def test_fit_claim_not_measured_when_a_model_or_target_is_missing():
     assert v["fit_spline_quad_relu"] == "not_measured"
     # in the config but without records (e.g. a run that measured no fit)
     assert _verdicts([], ex.Config())["fit_radial_quad_relu"] == "not_measured"
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def _figures(records, c):
+    """{name: (the figure's error bars on log axes, its titles, its problems)} of every
+    figure expressivity draws from `records` (tests/figure_checks.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    out = {}
+
+    def save(fig, name):
+        bars = [(c.lines[0].get_ydata()[0] if c.lines[0] else None,
+                 *np.asarray(c.lines[2][0].get_segments()[0])[:, 1])
+                for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        titles = " ".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])
+        out[name] = (bars, titles, problems(fig))
+        plt.close(fig)
+
+    ex.figures(records, c, save)
+    return out
+
+
+def test_fit_mse_figure_shows_the_geometric_mean_and_a_log_interval_above_zero():
+    """MSEs 1e-4, 1e-2, 1 (std 0.57 > mean 0.34, a symmetric bar would cross zero): the
+    marker at their geometric mean 1e-2, the bar one std of log10 MSE (2) either side, 1e-4
+    to 1; every figure passes the readability checks."""
+    c = ex.Config(widths=[[2, 2, 1], [3, 2, 1]], targets=["spline", "radial"])
+    spread = [1e-4, 1e-2, 1.0]
+    records = (_dims([13, 21], [3, 5]) + _dims([16, 24], [6, 8], bias=True)
+               + _fit_records(spread, LOW, MID, HIGH) + _fit_records(MID, LOW, HIGH, HIGH, "radial")
+               + _fits("radial", "relu_mlp", [2e-3], status="diverged"))
+    for r in records:
+        if r.get("part") == "fit" and r["replicate"] == 0:
+            r["plot"] = [0.1] * (16 * 16)
+    drawn = _figures(records, c)
+    assert sorted(drawn) == ["dimension", "fit_mse", "fit_radial", "fit_spline"]
+    for name, (_, _, found) in drawn.items():
+        assert found == [], (name, found)
+    bars, titles, _ = drawn["fit_mse"]
+    assert len(bars) == 2 * 4
+    assert any(mid == pytest.approx(1e-2) and low == pytest.approx(1e-4)
+               and high == pytest.approx(1.0) for mid, low, high in bars)
+    for mid, low, high in bars:              # asymmetric: symmetric in log10, never below 0
+        assert 0 < low <= mid <= high and high / mid == pytest.approx(mid / low)
+    assert "geometric mean" in titles and "log10 MSE" in titles
+
+
+def test_the_figure_checks_flag_the_old_fit_mse():
+    """The checks can fail: bars with symmetric std on a log axis, a legend over them, no
+    title or x label (fit_mse before issue 31)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for j, (means, stds) in enumerate([([0.5, 0.15, 0.6], [0.01, 0.07, 0.1]),
+                                       ([0.7, 0.15, 1.3], [0.3, 0.08, 1.5])]):
+        ax.bar(np.arange(3) + 0.4 * j, means, 0.4, yerr=stds, label=f"model {j}")
+    ax.set_xticks(np.arange(3) + 0.2, ["radial", "product", "spline"])
+    ax.set_yscale("log")
+    ax.set_ylabel("test MSE")
+    ax.legend(loc="upper right")
+    found = " | ".join(problems(fig))
+    plt.close(fig)
+    assert "no title" in found and "x axis without a label" in found
+    assert "a legend covers data" in found and "reaches zero or the axis floor" in found
 
 
 # -- through the CLI --------------------------------------------------------------------------

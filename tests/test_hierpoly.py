@@ -29,6 +29,7 @@ from quadrun.nn.kernels import (feature_ridge, kernel_ridge, ntk_features, ntk_r
 from quadrun.nn.ridge import NormalEquations, loo_sums, ridge_path
 from quadrun.stats import Interval
 from quadrun.vocab import derive_seed
+from tests.figure_checks import problems
 
 # the package's entry point exports the function claims(), which hides the module's name
 hclaims = importlib.import_module("quadrun.experiments.hierpoly.claims")
@@ -905,6 +906,49 @@ def test_summarize_polynomial_time_and_figures():
     saved = []
     hierpoly.figures(recs, cfg, lambda fig, name: saved.append(name))
     assert saved == ["headline_error_vs_n_over_dk", "headline_corr_vs_n_over_dk", "headline_nstar_vs_d"]
+
+
+def _drawn(records, cfg) -> dict:
+    """{name: (the figure's legend labels, its texts, its problems)} of every figure
+    (tests/figure_checks.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+
+    def save(fig, name):
+        labels = [l for ax in fig.axes for l in ax.get_legend_handles_labels()[1]]
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        out[name] = (labels, texts, problems(fig))
+        plt.close(fig)
+
+    hierpoly.figures(records, cfg, save)
+    return out
+
+
+def test_figures_read_on_their_own():
+    """Panels that do not overlap, legends over no data, labelled axes, plain log ticks; the
+    reference slopes are drawn (and listed) only through a learner with n* at two or more d
+    (here layerwise has n* at d = 16 only), and a figure with no n* says so."""
+    same = lambda d, s, i: min(1.0, 0.3 + 0.1 * i)
+    late = lambda d, s: (1e6 if d == 8 else 1.0) * (1 + 0.05 * s)
+    recs = (_records("layerwise", 2, dims=(8, 16), corr=same, factors=late)
+            + _records("hermite_kernel", 2, dims=(8, 16), steps=range(40))   # to ~1e-12
+            + _records("relu2", 2, dims=(8, 16), factors=lambda d, s: 50.0))
+    drawn = _drawn(recs, _cfg())
+    assert list(drawn) == ["headline_error_vs_n_over_dk", "headline_corr_vs_n_over_dk",
+                           "headline_nstar_vs_d"]
+    for name, (_, _, found) in drawn.items():
+        assert found == [], (name, found)
+    labels = drawn["headline_nstar_vs_d"][0]
+    assert "layerwise: n* (unresolved at d=8)" in labels
+    assert "reference slope 2 (d^k)" in labels and "reference slope 6 (d^kq)" in labels
+
+    never = _records("relu2", 2, dims=(8, 16), factors=lambda d, s: 50.0)
+    labels, texts, found = _drawn(never, _cfg())["headline_nstar_vs_d"]
+    assert found == [] and labels == [] and any("unresolved" in t for t in texts)
 
 
 # ---- the config, its variants, a run ---------------------------------------------------------------

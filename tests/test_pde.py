@@ -23,6 +23,7 @@ from quadrun.solvers.pde import (PHIS, SOLUTIONS, Grid, Problem, default_step_si
 from quadrun.errors import Interrupted
 from quadrun.schema import unread_keys
 from tests.conftest import run_folders, summary
+from tests.figure_checks import problems
 
 
 # -- the problem family -------------------------------------------------------------------
@@ -457,6 +458,42 @@ def test_figures_draw_the_four_plots_from_records():
                                                     for d in (1, 2) for w in (16, 64)]
     pde.figures(recs, pde.Config(), save)
     assert saved == ["error_vs_width", "width_for_target", "reference_energy_gap", "barron_growth"]
+
+
+def test_figures_read_on_their_own():
+    """Every figure passes the figure checks (tests/figure_checks.py), with w* resolved at
+    some d and at none (then the figure says so), energy gaps that reach round-off and
+    replicates that differ in number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def drawn(recs, c):
+        out = {}
+
+        def save(fig, name):
+            out[name] = (problems(fig), [t.get_text() for ax in fig.axes for t in ax.texts],
+                         fig.axes[0].get_title())
+            plt.close(fig)
+
+        pde.figures(recs, c, save)
+        return out
+
+    barron = dict(barron=[0.0, 1.0, 1.5, 1.6], barron_solution=1.6, barron_coarse=1.6)
+    refs = [_ref(np.r_[0.5 ** np.arange(40), 0.0, 0.0], phi=phi, d=d, **barron)
+            for phi in ("none", "logcosh", "quartic") for d in (1, 2, 4)]
+    nets = [_net(p, d, w, 0.3 / w ** 0.5 * (1 + 0.1 * r), r, floor=1e-5)
+            for p in ("random_features", "deep_ritz") for d in (1, 2, 4)
+            for w in (16, 64, 256, 1024) for r in range(3 if p == "deep_ritz" else 2)]
+    for c in (pde.Config(target_error=0.02), pde.Config(target_error=1e-4)):
+        out = drawn(refs + nets, c)
+        assert list(out) == ["error_vs_width", "width_for_target", "reference_energy_gap",
+                             "barron_growth"]
+        for name, (found, _, _) in out.items():
+            assert found == [], (name, found)
+        assert "median over 2-3 replicates" in out["error_vs_width"][2]
+    assert any("unresolved" in t for t in out["width_for_target"][1])   # 1e-4: none reach it
 
 
 # -- claims on constructed records: the iteration ---------------------------------------------

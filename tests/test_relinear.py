@@ -28,6 +28,7 @@ from quadrun.nn.quadratic import QuadraticConv2d, roles
 from quadrun.nn.resnet import count_parameters, load_conventional, qresnet, resnet
 from quadrun.training import make_optimizer, make_schedule
 from conftest import run_folders, summary
+from figure_checks import problems
 from quadrun.errors import ConfigError
 
 
@@ -514,7 +515,7 @@ def test_strategies_figure_ranks_by_final_accuracy(tmp_path, monkeypatch):
 
     def save(fig, name):
         if name == "strategies":
-            ticks.append([t.get_text() for t in fig.axes[0].get_xticklabels()])
+            ticks.append([t.get_text().split("\n")[0] for t in fig.axes[0].get_xticklabels()])
         plt.close(fig)
 
     records = (_runs("conventional", accs=[90.0, 91.0])
@@ -524,6 +525,48 @@ def test_strategies_figure_ranks_by_final_accuracy(tmp_path, monkeypatch):
         r["test/acc_best"] = 99.5
     rl.figures(records, rl.Config(), save)
     assert ticks == [["relinear_sg", "conventional", "plain"]]
+
+
+def test_figures_read_on_their_own():
+    """Every figure passes the figure checks (tests/figure_checks.py): one strategy (the
+    accuracy caption once filled two thirds of the canvas), four strategies (two rows of
+    panels, 30 epochs, five seeds, a collapse); the strategies figure's two panels list the
+    strategies in the same (ranked) order, each with its run count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found, ticks = {}, {}
+
+    def save(fig, name):
+        found[name] = problems(fig)
+        if name == "strategies":
+            ticks[name] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+        plt.close(fig)
+
+    def hist(top, epochs=30, fall=None):
+        return [{"epoch": e, "train/loss": 2.3 / e ** 0.5,
+                 "test/acc": 10.0 if fall and e >= fall else top * min(1.0, e / 10),
+                 "test/acc_batchstats": top, "norm/W_g": 0.001 * e, "norm/W_b": 0.002 * e}
+                for e in range(1, epochs + 1)]
+
+    rl.figures([_rec("relinear_sg", 0, history=hist(90, epochs=2), collapsed=None)],
+               rl.Config(), save)
+    assert list(found) == ["loss", "accuracy", "norms"]
+    for name, problem in found.items():
+        assert problem == [], (name, problem)
+    found.clear()
+    records = [_rec(s, seed, acc=70 + 5 * i + seed, history=hist(70 + 5 * i + seed))
+               for i, s in enumerate(("conventional", "plain", "relinear_sg", "relinear_rezero"))
+               for seed in range(5)]
+    records[5] = _rec("plain", 0, acc=10.0, collapsed=True, history=hist(60, fall=12))
+    rl.figures(records, rl.Config(), save)
+    assert list(found) == ["loss", "accuracy", "norms", "strategies"]
+    for name, problem in found.items():
+        assert problem == [], (name, problem)
+    left, right = ticks["strategies"]
+    assert left == right and left[0] == "relinear_rezero\n(5 runs)"
 
 
 # -- configs and the CLI ---------------------------------------------------------------------------

@@ -10,22 +10,93 @@ from quadrun.experiments.hierpoly import curves
 from quadrun.experiments.hierpoly.claims import RECOVERY, learners, regimes
 from quadrun.experiments.hierpoly.config import THREE_LAYER
 
+FLOOR = 1e-3        # the error axes' bottom: an interpolating kernel reaches ~1e-14
 
-def _panel(ax, per_d: dict, k: int, quantity: str) -> None:
-    """Median over seeds against n/d^k, one curve per d, the interquartile range as a band."""
+
+def _panel(ax, per_d: dict, k: int, quantity: str, colours: dict) -> dict:
+    """Median over seeds against n/d^k, one curve per d, the interquartile range as a band;
+    returns {d: seeds}."""
     missing = curves.QUANTITIES[quantity][1]
+    seeds = {}
     for d in sorted(per_d):
         ns, vals = curves.table(per_d[d], missing)
         if not ns:
             continue
+        seeds[d] = len(vals)
         xs = [n / d ** k for n in ns]
         low, mid, high = np.percentile(vals, [25, 50, 75], axis=0)
-        line, = ax.plot(xs, mid, "o-", ms=3, label=f"d={d} ({len(vals)} seeds)")
+        ax.plot(xs, mid, "o-", ms=3, color=colours[d], label=f"d={d}")
         finite = np.isfinite(low) & np.isfinite(high)
-        ax.fill_between(np.array(xs)[finite], low[finite], high[finite], color=line.get_color(),
+        ax.fill_between(np.array(xs)[finite], low[finite], high[finite], color=colours[d],
                         alpha=0.15, lw=0)
-    if per_d:
-        ax.legend(fontsize=7)
+    return seeds
+
+
+def _seeds(seeds: dict) -> str:
+    counts = set(seeds.values())
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"{n} seed{'s' if n > 1 else ''} per d"
+    return "seeds " + ", ".join(f"d={d}: {n}" for d, n in seeds.items())
+
+
+def _plain_log(ax, which: str = "xy") -> None:
+    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
+    as the axis spans more of them (long labels collide)."""
+    import matplotlib.ticker
+
+    class Plain(matplotlib.ticker.Formatter):
+        def __call__(self, x, pos=None):
+            lo, hi = sorted(self.axis.get_view_interval())
+            if x <= 0 or lo <= 0:
+                return ""
+            e = int(np.floor(np.log10(x) + 1e-9))
+            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
+            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
+                     or (spans <= 2.5 and m in (2, 5)))
+            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
+
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log" and axis.axis_name in which:
+            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
+            axis.set_major_formatter(Plain())
+            axis.set_minor_formatter(Plain())
+
+
+def _curves_figure(plt, mine, name, present, k, quantity, level, level_label, colours):
+    """One panel per learner, a shared legend beside them."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    key = "test_mse" if quantity == "error" else "corr"
+    fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present) + 1.6, 3.7),
+                             squeeze=False, layout="constrained")
+    for i, (ax, learner) in enumerate(zip(axes[0], present)):
+        seeds = _panel(ax, curves.curves(mine, name, learner, key), k, quantity, colours)
+        ax.axhline(level, color="grey", ls=":", lw=1)
+        title = f"{learner} ({_seeds(seeds)})"
+        if quantity == "error":
+            ax.set(xscale="log", yscale="log")
+            lowest = min((np.nanmin(l.get_ydata()) for l in ax.lines[:-1]), default=1.0)
+            ax.set_ylim(bottom=max(FLOOR, ax.get_ylim()[0]))
+            if lowest < FLOOR:
+                title += f"\nbelow {FLOOR:g}: off the axis"
+        else:
+            ax.set(xscale="log", ylim=(0, 1.02))
+        _plain_log(ax)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"n / d^{k}")
+        if i == 0:
+            ax.set_ylabel("test MSE / Var h" if quantity == "error" else "|corr(feature, p)|")
+    handles = [Line2D([], [], color=colours[d], marker="o", ms=3, label=f"d={d}")
+               for d in sorted(colours)]
+    handles += [Patch(color="0.5", alpha=0.3, label="interquartile range\nover seeds"),
+                Line2D([], [], color="grey", ls=":", lw=1, label=level_label)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    what = "test MSE / Var h" if quantity == "error" else "|corr(learned feature, p)|"
+    fig.suptitle(f"hierpoly {name}: {what} against n / d^{k}\n"
+                 "line: median over seeds, band: interquartile range", fontsize=10)
+    return fig
 
 
 def figures(records, c, save) -> None:
@@ -39,54 +110,66 @@ def figures(records, c, save) -> None:
         if not present:
             continue
         k, target = r.k, r.target_error
-        fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
-        for ax, learner in zip(axes[0], present):
-            _panel(ax, curves.curves(mine, name, learner), k, "error")
-            ax.axhline(target, color="grey", ls=":", lw=1)
-            ax.set(xscale="log", yscale="log", title=f"{name}: {learner}", xlabel=f"n / d^{k}",
-                   ylabel="test MSE / Var h (median, IQR)")
-            ax.set_ylim(bottom=max(1e-3, ax.get_ylim()[0]))    # an interpolating kernel: ~1e-14
-        save(fig, f"{name}_error_vs_n_over_dk")
+        dims = sorted({x["d"] for x in mine})
+        colours = {d: f"C{i % 10}" for i, d in enumerate(dims)}
+        save(_curves_figure(plt, mine, name, present, k, "error", target,
+                            f"target error {target:g}\n(defines n*)", colours),
+             f"{name}_error_vs_n_over_dk")
 
         featured = [l for l in present if l in THREE_LAYER]
         if featured:
-            fig, axes = plt.subplots(1, len(featured), figsize=(4.2 * len(featured), 3.6), squeeze=False)
-            for ax, learner in zip(axes[0], featured):
-                _panel(ax, curves.curves(mine, name, learner, "corr"), k, "corr")
-                ax.axhline(RECOVERY, color="grey", ls=":", lw=1)
-                ax.set(xscale="log", title=f"{name}: {learner}", xlabel=f"n / d^{k}",
-                       ylabel="|corr(feature, p)| (median, IQR)", ylim=(0, 1.02))
-            save(fig, f"{name}_corr_vs_n_over_dk")
+            save(_curves_figure(plt, mine, name, featured, k, "corr", RECOVERY,
+                                f"recovery threshold {RECOVERY:g}", colours),
+                 f"{name}_corr_vs_n_over_dk")
 
-        fig, ax = plt.subplots(figsize=(4.8, 3.8))
-        anchor = None
-        for learner in present:
-            per_d = curves.curves(mine, name, learner)
-            stars = {d: curves.n_star(*curves.median_curve(per_d[d]), target) for d in per_d}
-            ds = sorted(d for d, s in stars.items() if s is not None)
-            if not ds:
-                continue
-            ys = [stars[d] for d in ds]
-            line, = ax.plot(ds, ys, "o", label=f"{learner} n*")
-            slope = curves.slope(ds, ys)
-            if slope is not None:
-                fit = np.polyfit(np.log(ds), np.log(ys), 1)
-                xs = np.array([min(ds), max(ds)], float)
-                ax.plot(xs, np.exp(np.polyval(fit, np.log(xs))), "-", color=line.get_color(),
-                        label=f"{learner} fit: slope {slope:.2f}")
-            if anchor is None:
-                anchor = (float(np.exp(np.mean(np.log(ds)))), float(np.exp(np.mean(np.log(ys)))), ds)
-        if anchor is not None:
-            x0, y0, ds = anchor
+        save(_nstar_figure(plt, matplotlib.ticker, mine, name, present, r, dims),
+             f"{name}_nstar_vs_d")
+
+
+def _nstar_figure(plt, ticker, mine, name, present, r, dims):
+    """n* per d and learner (log-log) with each learner's least-squares line, and the
+    reference slopes k and kq through the first fitted learner's points."""
+    k, target = r.k, r.target_error
+    fig, ax = plt.subplots(figsize=(7.2, 3.9), layout="constrained")
+    anchor = None
+    for i, learner in enumerate(present):
+        per_d = curves.curves(mine, name, learner)
+        stars = {d: curves.n_star(*curves.median_curve(per_d[d]), target) for d in per_d}
+        ds = sorted(d for d, s in stars.items() if s is not None)
+        missed = sorted(d for d, s in stars.items() if s is None)
+        if not ds:
+            continue
+        ys = [stars[d] for d in ds]
+        note = f" (unresolved at d={', '.join(map(str, missed))})" if missed else ""
+        ax.plot(ds, ys, "o", color=f"C{i % 10}", label=f"{learner}: n*{note}")
+        slope = curves.slope(ds, ys)
+        if slope is not None:
+            fit = np.polyfit(np.log(ds), np.log(ys), 1)
             xs = np.array([min(ds), max(ds)], float)
-            for slope, style in ((k, "--"), (k * r.q, ":")):
-                ax.plot(xs, y0 * (xs / x0) ** slope, style, color="grey", lw=1,
-                        label=f"reference d^{slope}")
-        ax.set(xscale="log", yscale="log", xlabel="d", ylabel=f"n* (median error {target})",
-               title=f"{name}: samples needed vs dimension")
-        dims = sorted({x["d"] for x in mine})
-        ax.set_xticks(dims, [str(d) for d in dims])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        save(fig, f"{name}_nstar_vs_d")
+            ax.plot(xs, np.exp(np.polyval(fit, np.log(xs))), "-", color=f"C{i % 10}",
+                    label=f"{learner}: least-squares fit, slope {slope:.2f}")
+            if anchor is None:
+                anchor = (float(np.exp(np.mean(np.log(ds)))),
+                          float(np.exp(np.mean(np.log(ys)))), ds)
+    if anchor is not None:
+        x0, y0, ds = anchor
+        xs = np.array([min(ds), max(ds)], float)
+        for slope, style, what in ((k, "--", "k"), (k * r.q, ":", "kq")):
+            ax.plot(xs, y0 * (xs / x0) ** slope, style, color="grey", lw=1,
+                    label=f"reference slope {slope} (d^{what})")
+    ax.set(xscale="log", yscale="log", xlabel="input dimension d",
+           ylabel=f"n*: samples where the median\ntest MSE / Var h reaches {target:g}")
+    ax.set_title(f"hierpoly {name}: samples needed against dimension (log-log)", fontsize=10)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    _plain_log(ax, "y")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.set_xlim(min(dims) / 1.3, max(dims) * 1.3)
+        ax.yaxis.set_major_locator(ticker.NullLocator())
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+        ax.text(0.5, 0.5, f"no learner's median error reached {target:g}\n"
+                f"at any d: n* is unresolved (more n needed)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+    return fig

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
 
 from quadrun.experiments.pde.config import SOLVERS
 from quadrun.experiments.pde.networks import _medians, curves, width_for_target
@@ -13,6 +15,7 @@ from quadrun.experiments.pde.reference import label, references
 
 STYLES = {"random_features": ("-", "o"), "deep_ritz": ("--", "s")}
 PHI_STYLES = {"none": ":", "logcosh": "-", "quartic": "--"}
+FLOOR = 1e-17       # energy gaps at or below it (round-off, or exactly 0) are drawn at it
 
 
 def figures(records, c, save) -> None:
@@ -29,15 +32,20 @@ def figures(records, c, save) -> None:
 
 def _colours(dims):
     dims = sorted(dims)
-    return {d: plt.cm.viridis(i / max(1, len(dims) - 1)) for i, d in enumerate(dims)}
+    return {d: plt.cm.viridis(0.85 * i / max(1, len(dims) - 1)) for i, d in enumerate(dims)}
 
 
 def _error_vs_width(nets, c):
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
     colours = _colours({d for by_d in nets.values() for d in by_d})
+    replicates, widths = set(), set()
     for part, by_d in nets.items():
         for d, by_w in by_d.items():
             errs, floors = _medians(by_w)
+            replicates |= {len(units) for units in by_w.values()}
+            widths |= set(by_w)
             pts = [(w, e) for w, e in errs.items() if e is not None and math.isfinite(e)]
             ls, mk = STYLES[part]
             if pts:
@@ -47,58 +55,124 @@ def _error_vs_width(nets, c):
             if fl:
                 ax.loglog(*zip(*fl), ls, color=colours[d], lw=0.7, alpha=0.5)
     ax.axhline(c.target_error, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("width m")
-    ax.set_ylabel("relative L2 error (median over replicates)")
-    ax.set_title("error vs width (thin: the measured floor)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _width_ticks(ax, widths)
+    ax.set_xlabel("width m (neurons)")
+    ax.set_ylabel("relative L2 error")
+    n = "-".join(map(str, sorted({min(replicates), max(replicates)}))) if replicates else "0"
+    ax.set_title(f"pde: relative L2 error against width, the median over {n} replicates",
+                 fontsize=10)
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], color="0.4", lw=0.7, alpha=0.5, label="thin: the measured floor\n"
+               "(quadrature and solver)"),
+        Line2D([], [], color="grey", lw=0.8, ls=":", label=f"target {c.target_error:g}")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
 
 
+def _width_ticks(ax, widths) -> None:
+    """Ticks at the measured widths (or dimensions) when there are few of them."""
+    _plain_log(ax)
+    if 0 < len(widths) <= 8:
+        import matplotlib.ticker
+
+        ax.set_xticks(sorted(widths), [f"{w:g}" for w in sorted(widths)])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
 def _width_for_target(records, c):
-    fig, ax = plt.subplots(figsize=(5, 4))
-    drawn = False
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    drawn, missed, dims = False, set(), set()
     for part, by_d in width_for_target(records, c.target_error, SOLVERS).items():
+        dims |= {int(d) for d in by_d}
         pts = sorted((int(d), w) for d, w in by_d.items() if w is not None)
         if pts:
             drawn = True
             ax.loglog(*zip(*pts), STYLES[part][0], marker=STYLES[part][1],
                       label=part.replace("_", " "))
-        missed = sorted(int(d) for d, w in by_d.items() if w is None)
-        for d in missed:
-            ax.axvline(d, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("dimension d")
-    ax.set_ylabel(f"w*: width with rel. L2 = {c.target_error:g}")
-    ax.set_title("width needed (dotted: d where w* is unresolved)", fontsize=9)
+        missed |= {int(d) for d, w in by_d.items() if w is None}
+    for d in sorted(missed):
+        ax.axvline(d, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
     if drawn:
-        ax.legend()
+        ax.set_yscale("log")
+    else:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, f"no width reached rel. L2 error {c.target_error:g}\n"
+                "at any d: w* is unresolved (wider nets needed)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+    if dims:
+        ax.set_xlim(min(dims) / 1.25, max(dims) * 1.25)
+    _width_ticks(ax, dims)
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel(f"w*: width where the median\nrel. L2 error reaches {c.target_error:g}")
+    ax.set_title("pde: width needed against dimension (log-log)", fontsize=10)
+    handles = ax.get_legend_handles_labels()[0]
+    if missed:
+        handles.append(Line2D([], [], color="grey", lw=0.5, ls=":",
+                              label="dotted: d where w* is unresolved"))
+    if handles:
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
 
 
 def _energy_gaps(refs):
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     colours = _colours({r["d"] for r in refs})
     for ref in refs:
         gaps = ref.get("energy_gaps") or []
-        y = [max(g, 1e-17) if isinstance(g, (int, float)) else math.nan for g in gaps]
+        y = [max(g, FLOOR) if isinstance(g, (int, float)) else math.nan for g in gaps]
         ax.semilogy(range(len(y)), y, PHI_STYLES.get(ref.get("phi"), "-"), marker=".",
                     color=colours[ref["d"]], label=label(ref))
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("PGD iteration t")
     ax.set_ylabel("energy gap E_h(u_t) - E_h(u_h)")
-    ax.set_title(f"preconditioned gradient descent ({refs[0]['grid']}^d grid)")
-    ax.legend(fontsize=7)
+    ax.set_title(f"pde: energy gap of preconditioned gradient descent on the "
+                 f"{refs[0]['grid']}^d grid\n(gaps at or below {FLOOR:g}, round-off, drawn "
+                 f"at {FLOOR:g})", fontsize=10)
+    _plain_log(ax)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="phi, d",
+              title_fontsize=7, handlelength=3.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return fig
 
 
 def _barron(refs):
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     colours = _colours({r["d"] for r in refs})
     for ref in refs:
         b, top = ref.get("barron") or [], ref.get("barron_solution")
         if len(b) > 1 and top:
             ax.plot(range(1, len(b)), [v / top for v in b[1:]], PHI_STYLES.get(ref.get("phi"), "-"),
                     marker=".", color=colours[ref["d"]], label=label(ref))
-    ax.set_xlabel("iteration t")
+    ax.set_xlabel("PGD iteration t")
     ax.set_ylabel("B(u_t) / B(u_h)")
-    ax.set_title("Barron norm of the PGD iterates")
-    ax.legend(fontsize=7)
+    ax.set_title("pde: Barron norm of the PGD iterates, relative to the grid solution's",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="phi, d",
+              title_fontsize=7, handlelength=3.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return fig
+
+
+def _plain_log(ax, which: str = "xy") -> None:
+    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
+    as the axis spans more of them (long labels collide)."""
+    import matplotlib.ticker
+
+    class Plain(matplotlib.ticker.Formatter):
+        def __call__(self, x, pos=None):
+            lo, hi = sorted(self.axis.get_view_interval())
+            if x <= 0 or lo <= 0:
+                return ""
+            e = int(np.floor(np.log10(x) + 1e-9))
+            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
+            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
+                     or (spans <= 2.5 and m in (2, 5)))
+            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
+
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log" and axis.axis_name in which:
+            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
+            axis.set_major_formatter(Plain())
+            axis.set_minor_formatter(Plain())
