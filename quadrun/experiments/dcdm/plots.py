@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
-import numpy as np
 
 from quadrun.experiments.dcdm.config import kept
+from quadrun.plotting import plain_log
 
 
 def figures(records, c, save) -> None:
@@ -67,7 +67,7 @@ def histories(records: list, dim: int, tol: float):
         for j, ax in enumerate(row):
             ax.axhline(tol, color="k", lw=0.5, ls=":")
             ax.set_xlabel("PCG iteration k", fontsize=8)
-            _plain_log(ax)
+            plain_log(ax)
             if j == 0:
                 ax.set_ylabel("||r_k|| / ||b||")
     _legend(fig, names, colours, [Line2D([], [], color="k", lw=0.5, ls=":",
@@ -105,36 +105,13 @@ def growth(records: list, dim: int):
                       color=colours[name])
         ax.set_title(f"{scene} ({dim}-D)", fontsize=9)
         ax.set_xlabel(f"grid size n (n^{dim} cells)", fontsize=8)
-        _plain_log(ax)
+        plain_log(ax)
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0][0].set_ylabel("PCG iterations to the tolerance")
     _legend(fig, names, colours)
-    notes = [_nets(recs)] + [f"left out, not converged: " + ", ".join(
+    notes = [_nets(recs)] + ["left out, not converged: " + ", ".join(
         f"{n} ({k} solves)" for n, k in left_out.items())] * bool(left_out)
     fig.suptitle(f"dcdm {dim}-D: iterations to the tolerance against grid size (log-log)\n"
                  + "; ".join(n for n in notes if n), fontsize=10)
     return fig
-
-
-def _plain_log(ax, which: str = "xy") -> None:
-    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
-    as the axis spans more of them (long labels collide)."""
-    import matplotlib.ticker
-
-    class Plain(matplotlib.ticker.Formatter):
-        def __call__(self, x, pos=None):
-            lo, hi = sorted(self.axis.get_view_interval())
-            if x <= 0 or lo <= 0:
-                return ""
-            e = int(np.floor(np.log10(x) + 1e-9))
-            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
-            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
-                     or (spans <= 2.5 and m in (2, 5)))
-            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
-
-    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-        if scale == "log" and axis.axis_name in which:
-            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
-            axis.set_major_formatter(Plain())
-            axis.set_minor_formatter(Plain())

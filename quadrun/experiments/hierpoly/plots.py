@@ -9,6 +9,7 @@ import numpy as np
 from quadrun.experiments.hierpoly import curves
 from quadrun.experiments.hierpoly.claims import RECOVERY, learners, regimes
 from quadrun.experiments.hierpoly.config import THREE_LAYER
+from quadrun.plotting import plain_log
 
 FLOOR = 1e-3        # the error axes' bottom: an interpolating kernel reaches ~1e-14
 
@@ -40,29 +41,6 @@ def _seeds(seeds: dict) -> str:
     return "seeds " + ", ".join(f"d={d}: {n}" for d, n in seeds.items())
 
 
-def _plain_log(ax, which: str = "xy") -> None:
-    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
-    as the axis spans more of them (long labels collide)."""
-    import matplotlib.ticker
-
-    class Plain(matplotlib.ticker.Formatter):
-        def __call__(self, x, pos=None):
-            lo, hi = sorted(self.axis.get_view_interval())
-            if x <= 0 or lo <= 0:
-                return ""
-            e = int(np.floor(np.log10(x) + 1e-9))
-            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
-            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
-                     or (spans <= 2.5 and m in (2, 5)))
-            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
-
-    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-        if scale == "log" and axis.axis_name in which:
-            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
-            axis.set_major_formatter(Plain())
-            axis.set_minor_formatter(Plain())
-
-
 def _curves_figure(plt, mine, name, present, k, quantity, level, level_label, colours):
     """One panel per learner, a shared legend beside them."""
     from matplotlib.lines import Line2D
@@ -83,7 +61,7 @@ def _curves_figure(plt, mine, name, present, k, quantity, level, level_label, co
                 title += f"\nbelow {FLOOR:g}: off the axis"
         else:
             ax.set(xscale="log", ylim=(0, 1.02))
-        _plain_log(ax)
+        plain_log(ax)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(f"n / d^{k}")
         if i == 0:
@@ -162,7 +140,7 @@ def _nstar_figure(plt, ticker, mine, name, present, r, dims):
     ax.set_title(f"hierpoly {name}: samples needed against dimension (log-log)", fontsize=10)
     ax.set_xticks(dims, [str(d) for d in dims])
     ax.xaxis.set_minor_locator(ticker.NullLocator())
-    _plain_log(ax, "y")
+    plain_log(ax, "y")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:

@@ -7,11 +7,11 @@ import math
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
-import numpy as np
 
 from quadrun.experiments.pde.config import SOLVERS
 from quadrun.experiments.pde.networks import _medians, curves, width_for_target
 from quadrun.experiments.pde.reference import label, references
+from quadrun.plotting import plain_log
 
 STYLES = {"random_features": ("-", "o"), "deep_ritz": ("--", "s")}
 PHI_STYLES = {"none": ":", "logcosh": "-", "quartic": "--"}
@@ -71,7 +71,7 @@ def _error_vs_width(nets, c):
 
 def _width_ticks(ax, widths) -> None:
     """Ticks at the measured widths (or dimensions) when there are few of them."""
-    _plain_log(ax)
+    plain_log(ax)
     if 0 < len(widths) <= 8:
         import matplotlib.ticker
 
@@ -130,7 +130,7 @@ def _energy_gaps(refs):
     ax.set_title(f"pde: energy gap of preconditioned gradient descent on the "
                  f"{refs[0]['grid']}^d grid\n(gaps at or below {FLOOR:g}, round-off, drawn "
                  f"at {FLOOR:g})", fontsize=10)
-    _plain_log(ax)
+    plain_log(ax)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="phi, d",
               title_fontsize=7, handlelength=3.5)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -153,26 +153,3 @@ def _barron(refs):
               title_fontsize=7, handlelength=3.5)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return fig
-
-
-def _plain_log(ax, which: str = "xy") -> None:
-    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
-    as the axis spans more of them (long labels collide)."""
-    import matplotlib.ticker
-
-    class Plain(matplotlib.ticker.Formatter):
-        def __call__(self, x, pos=None):
-            lo, hi = sorted(self.axis.get_view_interval())
-            if x <= 0 or lo <= 0:
-                return ""
-            e = int(np.floor(np.log10(x) + 1e-9))
-            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
-            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
-                     or (spans <= 2.5 and m in (2, 5)))
-            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
-
-    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-        if scale == "log" and axis.axis_name in which:
-            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
-            axis.set_major_formatter(Plain())
-            axis.set_minor_formatter(Plain())

@@ -9,8 +9,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from quadrun.experiments.relinear.evidence import by_strategy, collapse_counts
 from quadrun.experiments.relinear.config import RANKED_BY
+from quadrun.experiments.relinear.evidence import by_strategy, collapse_counts
+from quadrun.plotting import plain_log
 from quadrun.stats import clopper_pearson, finite, is_number, mean, t_interval
 
 CHANCE = 100.0 / 10      # test accuracy (%) of a guess among the 10 classes
@@ -146,7 +147,7 @@ def _finish(ax, ylabel: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    _plain_log(ax)
+    plain_log(ax)
 
 
 def _draw_loss(ax, strategy, runs, c, colours) -> tuple:
@@ -199,26 +200,3 @@ def _draw_norms(ax, strategy, runs, c, colours) -> tuple:
     return ("L2 norms of the quadratic weights W_g and W_b per epoch (biases left out)",
             [Line2D([], [], color="k", label="W_g"),
              Line2D([], [], color="k", ls=":", label="W_b")])
-
-
-def _plain_log(ax, which: str = "xy") -> None:
-    """Log axes labelled 0.2, 3, 40 rather than 2x10^-1, the labels between decades thinned
-    as the axis spans more of them (long labels collide)."""
-    import matplotlib.ticker
-
-    class Plain(matplotlib.ticker.Formatter):
-        def __call__(self, x, pos=None):
-            lo, hi = sorted(self.axis.get_view_interval())
-            if x <= 0 or lo <= 0:
-                return ""
-            e = int(np.floor(np.log10(x) + 1e-9))
-            spans, m = np.log10(hi / lo), round(x / 10.0 ** e, 6)
-            shown = (m == 1 or spans <= 0.5 or (spans <= 1.2 and m in (1.5, 2, 3, 5, 7))
-                     or (spans <= 2.5 and m in (2, 5)))
-            return "" if not shown else f"{x:g}" if -4 <= e <= 4 else f"{m:g}e{e}"
-
-    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-        if scale == "log" and axis.axis_name in which:
-            axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
-            axis.set_major_formatter(Plain())
-            axis.set_minor_formatter(Plain())
