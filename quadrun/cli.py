@@ -161,7 +161,7 @@ class Finished(Exception):
     """Nothing to do: the message says why (exit 0)."""
 
 
-def _check_existing(folder: Path, cfg, what: str) -> None:
+def _check_existing(folder: Path, cfg, what: str, lock: bool = True) -> None:
     """Before Hydra writes into an existing run folder (resume=, or hydra.run.dir= naming
     it): its bookkeeping files are readable, the config is the run's own, a finished run is
     left as it is, and no other process works in it (the lock is held from here on). A
@@ -192,7 +192,8 @@ def _check_existing(folder: Path, cfg, what: str) -> None:
     if done in ("completed", "diverged"):
         raise Finished(f"{folder} is {done}: nothing to resume (report: "
                        f"{folder / vocab.REPORT / 'table.md'})")
-    locks.hold(folder, what)
+    if lock:
+        locks.hold(folder, what)
 
 
 def _check_hydra(cfg_hydra, multirun: bool) -> None:
@@ -335,8 +336,10 @@ def _culprit(overrides: list) -> str | None:
     return None
 
 
-def preflight(argv: list, experiments: dict) -> list:
-    """Validate the command line; return the argv that Hydra should see."""
+def preflight(argv: list, experiments: dict, lock: bool = True) -> list:
+    """Validate the command line; return the argv that Hydra should see. With lock, the
+    fixed run or sweep folder it names is locked for this process (a plan that only checks
+    the command, like reproduce's, passes lock=False and leaves that to the command)."""
     from omegaconf import OmegaConf
 
     _check_flags(argv)
@@ -392,12 +395,12 @@ def preflight(argv: list, experiments: dict) -> list:
                           "optimise, e.g. sweep.objective=test/acc")
     _check_writable(output)
     fixed = _fixed_folder(output)
-    if fixed is not None and multirun:
+    if fixed is not None and multirun and lock:
         from quadrun import locks
 
         locks.hold(fixed, "sweep")          # one launch at a time in a sweep folder
     elif fixed is not None and fixed.exists():
-        _check_existing(fixed, cfg, "resume" if resume else "hydra.run.dir")
+        _check_existing(fixed, cfg, "resume" if resume else "hydra.run.dir", lock)
     return argv
 
 

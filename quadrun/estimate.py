@@ -130,10 +130,13 @@ def scaled(rows: list, now: Optional[float]) -> tuple:
                            f"for load {now:.1f} now")
 
 
-def reference_rows(experiment: str, scale: str, name: str = "run") -> list:
-    """[(seconds per job, load)] of the reference rates for `name` (a sweep or "run"), or of
-    every entry of the experiment at that scale when `name` has none."""
-    table = ((reference_rates().get("rates") or {}).get(experiment) or {}).get(scale) or {}
+def reference_rows(experiment: str, scale: str, name: str = "run",
+                   reference: Optional[dict] = None) -> list:
+    """[(seconds per job, load)] of the reference rates (`reference`, read from the file when
+    None) for `name` (a sweep or "run"), or of every entry of the experiment at that scale
+    when `name` has none."""
+    reference = reference_rates() if reference is None else reference
+    table = ((reference.get("rates") or {}).get(experiment) or {}).get(scale) or {}
 
     def rows(entry) -> list:
         if isinstance(entry, dict):

@@ -164,7 +164,7 @@ def estimate_rate(step: Step, scale: str, jobs: list, folder: Path, retries: int
         rate, how = estimate.scaled([(s, load) for s, load, _ in seen], load_now)
         return rate, startup, (f"mean of {len(seen)} earlier run{'s' if len(seen) != 1 else ''}"
                                f" of {step.experiment} at scale={scale} under outputs/ ({how})")
-    rows = estimate.reference_rows(step.experiment, scale, step.sweep or "run")
+    rows = estimate.reference_rows(step.experiment, scale, step.sweep or "run", reference)
     if rows:
         rate, how = estimate.scaled(rows, load_now)
         m = reference.get("measured") or {}
@@ -294,7 +294,7 @@ def prepare(req: Request, plan: Plan, experiments: dict) -> list:
             folder = req.folder / step.name
             argv = step.argv(req.scale, req.extra, folder)
             try:
-                preflight(list(argv), experiments)
+                preflight(list(argv), experiments, lock=False)
                 jobs, count, retries = list_jobs(argv, folder)
             except ConfigError as exc:
                 raise ConfigError(f"{exc} (in step {step.name} of reproduce={req.plan}: "

@@ -219,12 +219,13 @@ def job_line(job_dir: Path, summary: dict, index: Optional[int] = None,
              total: Optional[int] = None) -> str:
     """One line for a finished job: `[3/30] <its overrides>: completed in 14 s; test/acc 88.2`
     or `... failed (<folder>): <error>`."""
-    from quadrun.estimate import _seconds, duration
+    from quadrun.estimate import duration
+    from quadrun.provenance import run_seconds
 
     job_dir = Path(job_dir)
     status = summary.get("status", "failed")
     where = f"[{index}/{total}] " if index is not None and total else ""
-    took = _seconds(_read_json(job_dir / vocab.META))
+    took = run_seconds(job_dir)
     text = f"{where}{job_dir.name}: {status}" + (f" in {duration(took)}" if took is not None else "")
     if status in ("failed", "interrupted"):
         why = str(summary.get("error") or summary.get("reason") or "").splitlines()[:1]

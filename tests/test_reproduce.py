@@ -102,7 +102,9 @@ def test_the_plan_of_all_counts_each_step_s_jobs_as_its_sweep_does(scale, tmp_pa
             data = yaml.safe_load(Path(config_dir(), "sweep", f"{step.sweep}.yaml").read_text())
             params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
             for value in params.values():
-                expected *= len(re.split(r",(?![^\[]*\])", str(value)))
+                span = re.fullmatch(r"range\((\d+),\s*(\d+)(?:,\s*(\d+))?\)", str(value).strip())
+                expected *= len(range(int(span[1]), int(span[2]), int(span[3] or 1))) if span \
+                    else len(re.split(r",(?![^\[]*\])", str(value)))
         assert count == expected == len(set(jobs)), step.name
     assert not list(tmp_path.glob("outputs"))
 
@@ -575,7 +577,7 @@ def test_the_estimate_says_where_its_rate_comes_from(tmp_path, monkeypatch):
     per_job, startup, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
                                                        {"scale=cpu", "threads=1"}, load_now=2.0)
     assert (per_job, startup) == (10.0, 5)     # measured at load 8 on 2 cores: 4x slower
-    assert source == ("reference rate in configs/reproduce/rates.json (40.0 s/job at load 8.0; "
+    assert source == ("reference rate in configs/reproduce/rates.json (40 s a job at load 8.0; "
                       "x0.25 for load 2.0 now; on vm, 2 cores, 2026-12-06)")
     reference["rates"]["pde"]["cpu"]["run"] = 40.0          # a bare number: load unknown
     per_job, _, source = reproduce.estimate_rate(step, "cpu", jobs, here, 0, reference,
