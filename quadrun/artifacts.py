@@ -258,7 +258,8 @@ class RunContext:
 
     def truncate_metrics(self, step: int, fit: str = "train") -> None:
         """Drop the points of training `fit` logged after `step` (redone after a resume);
-        points of other fits (rows with another "fit" field) are kept."""
+        points of other fits (rows with another "fit" field; the main fit "train" writes
+        none) are kept."""
         path = self.dir / vocab.METRICS
         if not path.exists():
             return
@@ -267,7 +268,7 @@ class RunContext:
         for line in lines:
             try:
                 row = json.loads(line)
-                if row.get("fit") != fit or row["step"] <= step:
+                if row.get("fit", "train") != fit or row["step"] <= step:
                     keep.append(line)
             except (ValueError, KeyError, TypeError, AttributeError):
                 break  # a line cut by a kill: it was the last one written

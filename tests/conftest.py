@@ -144,7 +144,7 @@ class FakeContext:
         return RunContext.load_model(self, name, model, made_by)
 
     def truncate_metrics(self, step, fit="train"):
-        self.rows = [r for r in self.rows if r.get("fit") != fit or r["step"] <= step]
+        self.rows = [r for r in self.rows if r.get("fit", "train") != fit or r["step"] <= step]
 
     def log(self, step, metrics):
         self.rows.append({"step": step, **metrics})

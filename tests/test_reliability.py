@@ -282,11 +282,17 @@ def test_resuming_one_fit_keeps_the_points_of_another(tmp_path):
         ctx.log(step, _prefixed("train_2d", {"train/loss": 1.0 / step}))
     for step in range(1, 6):
         ctx.log(step, _prefixed("train_3d", {"train/loss": 2.0 / step}))
+    for step in range(1, 5):
+        ctx.log(step, _prefixed("train", {"train/loss": 3.0 / step}))   # the main fit: no "fit"
     ctx.truncate_metrics(2, "train_3d")  # the 3-D fit resumes from its step-2 checkpoint
     rows = ctx.metrics()
-    assert [r["step"] for r in rows if r["fit"] == "train_2d"] == list(range(1, 11))
-    assert [r["step"] for r in rows if r["fit"] == "train_3d"] == [1, 2]
+    assert [r["step"] for r in rows if r.get("fit") == "train_2d"] == list(range(1, 11))
+    assert [r["step"] for r in rows if r.get("fit") == "train_3d"] == [1, 2]
+    assert [r["step"] for r in rows if "fit" not in r] == [1, 2, 3, 4]
     assert rows[0]["train_2d/train/loss"] == 1.0
+    ctx.truncate_metrics(3, "train")     # the main fit resumes from step 3: its step 4 goes
+    assert [r["step"] for r in ctx.metrics() if "fit" not in r] == [1, 2, 3]
+    assert len(ctx.metrics()) == 10 + 2 + 3
 
 
 # -- issue 30: each break reproduced, and shown fixed ------------------------------------------------
