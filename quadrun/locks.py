@@ -34,7 +34,7 @@ def hold(folder: Path, what: str = "run") -> None:
     if folder in _held:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / LOCK, "a+")
+    fh = open(os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644), "r+")  # not O_APPEND
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -42,11 +42,10 @@ def hold(folder: Path, what: str = "run") -> None:
         who = holder(folder) or "another process"
         raise ConfigError(f"{what}: {folder} is in use by {who}; wait for it to finish or stop "
                           "it, then run the command again") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    fh.flush()
+    text = (f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode()
+    os.pwrite(fh.fileno(), text, 0)       # overwrite in place: the file is never empty
+    os.ftruncate(fh.fileno(), len(text))
     _held[folder] = fh
 
 

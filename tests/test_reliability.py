@@ -351,7 +351,8 @@ def test_two_resumes_of_one_folder_one_runs_one_exits_2(tmp_path):
     work, run = _interrupted_run(tmp_path)
     first = start_cli(f"resume={run}", cwd=work, toy=True)
     t0 = time.time()
-    while "pid" not in (run / ".quadrun.lock").read_text() if (run / ".quadrun.lock").exists() else True:
+    # the interrupted run left its own pid in the lock file: wait for this one's
+    while f"pid {first.pid} " not in (run / ".quadrun.lock").read_text():
         assert time.time() - t0 < 60
         time.sleep(0.02)
     second = run_cli(f"resume={run}", cwd=work, toy=True)

@@ -87,24 +87,28 @@ def _strategies(by: dict, ranked: list):
             left.scatter([i + 0.3], [stats_mean], marker="x", color="C1", zorder=3,
                          label="final, batch statistics: mean" if i == 0 else None)
     left.axhline(CHANCE, color="0.5", ls=":", lw=1, label=f"chance ({CHANCE:g} %)")
-    left.set_xticks(range(len(ranked)), labels, fontsize=8)
+    # many strategies: one-line labels, tilted, so that neighbours do not overlap
+    tilt = {"rotation": 35, "ha": "right", "rotation_mode": "anchor"} if len(ranked) > 4 else {}
+    sep = " " if tilt else "\n"
+    left.set_xticks(range(len(ranked)), [label.replace("\n", sep) for label in labels],
+                    fontsize=8, **tilt)
     left.set_xlim(-0.6, len(ranked) - 0.4)
     left.set_ylim(0, 100)
     left.set(xlabel="strategy, ranked by mean final accuracy",
              ylabel="test accuracy (%), eval mode unless marked")
     left.set_title("test accuracy by strategy (mean over runs, 95 % t interval"
                    + ("; intervals cut at 0 and 100 %)" if cut else ")"), fontsize=9)
+    judged = []
     for i, s in enumerate(ranked):
         k, n = collapse_counts(by[s])
-        unjudged = sum(r.get("collapsed") is None for r in by[s])
+        judged.append(f"{s}{sep}({n} of {len(by[s])} judged)")
         rate = k / n if n else 0.0
         lo, hi = clopper_pearson(k, n)
         if n:
             right.bar(i, rate, color="C3", alpha=0.8)
             right.errorbar([i], [rate], yerr=[[rate - lo], [hi - rate]], color="k", capsize=4)
-        note = f"{k}/{n}" + (f"\n+{unjudged} not judged" if unjudged else "")
-        right.text(i, (hi if n else 0) + 0.03, note, ha="center", va="bottom", fontsize=8)
-    right.set_xticks(range(len(ranked)), labels, fontsize=8)
+        right.text(i, (hi if n else 0) + 0.03, f"{k}/{n}", ha="center", va="bottom", fontsize=8)
+    right.set_xticks(range(len(ranked)), judged, fontsize=8, **tilt)
     right.set_xlim(-0.6, len(ranked) - 0.4)
     right.set_ylim(0, 1.22)
     right.set_yticks(np.linspace(0, 1, 6))
