@@ -566,7 +566,9 @@ def test_figures_read_on_their_own():
     for name, problem in found.items():
         assert problem == [], (name, problem)
     left, right = ticks["strategies"]
-    assert left == right and left[0] == "relinear_rezero\n(5 runs)"
+    # the same strategies in the same order; the right panel says how many runs were judged
+    assert [t.split("\n")[0] for t in left] == [t.split("\n")[0] for t in right]
+    assert left[0] == "relinear_rezero\n(5 runs)" and right[0] == "relinear_rezero\n(5 of 5 judged)"
 
 
 # -- configs and the CLI ---------------------------------------------------------------------------
