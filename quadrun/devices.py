@@ -56,7 +56,12 @@ def cpu_threads(requested: int = 0) -> int:
 def make_runtime(cfg) -> Runtime:
     """Pick the device, set threads and determinism, seed the global generators once."""
     device = pick_device(cfg.device)
-    torch.set_num_threads(cpu_threads(cfg.threads))
+    threads = cpu_threads(cfg.threads)
+    torch.set_num_threads(threads)
+    # numpy's and scipy's BLAS (OpenBLAS, MKL) keep their own pools: the same limit for them
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
     seed_everything(cfg.seed, cfg.deterministic)
     return Runtime(device=device, precision=cfg.precision, compile=bool(cfg.compile),
                    cuda_graphs=bool(cfg.cuda_graphs), seed=int(cfg.seed))

@@ -462,3 +462,16 @@ def test_expressivity_estimates_its_largest_dimension_cell():
     assert key == "expressivity.widths" and "1683 parameters at 3366 points" in what
     assert need == 6 * 8 * 3366 * 16 * 1683
     assert memory(Config())[0] < 50 * 2 ** 20             # the default table: tens of MB
+
+
+def test_threads_n_limits_torch_and_numpy_s_blas_alike():
+    """threads=1 is one core: torch's pool and numpy/scipy's BLAS pool both get 1 thread."""
+    code = ("import threadpoolctl, torch; from omegaconf import OmegaConf; "
+            "from quadrun.devices import make_runtime; "
+            "make_runtime(OmegaConf.create({'device': 'cpu', 'threads': 1, 'seed': 0, "
+            "'deterministic': False, 'precision': 'fp32', 'compile': False, 'cuda_graphs': False})); "
+            "print(torch.get_num_threads(), "
+            "sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(None, 1) == ["1", "[1]\n"]
