@@ -187,7 +187,8 @@ class Band(Rule):
     """holds when the whole interval lies inside [low, high]. An interval wholly above the
     band gets `above` (fails by default), one wholly below it gets `below` (fails by
     default; e.g. inconclusive for a rate that is still pre-asymptotic), each with its own
-    reason; an interval that crosses an edge is inconclusive ("too wide")."""
+    reason; an interval that crosses an edge is inconclusive ("too wide" when it is wider
+    than the band, else "crosses the edge")."""
     low: float
     high: float
     above: str = FAILS
@@ -206,7 +207,10 @@ class Band(Rule):
             return self.above, f"{_span(iv)} lies above {band}: {self.above_why}"
         if iv.high < self.low:
             return self.below, f"{_span(iv)} lies below {band}: {self.below_why}"
-        return INCONCLUSIVE, f"{_span(iv)} is too wide to lie inside {band}"
+        if iv.high - iv.low > self.high - self.low:
+            return INCONCLUSIVE, f"{_span(iv)} is too wide to lie inside {band}"
+        edge = fmt(self.low) if iv.low < self.low else fmt(self.high)
+        return INCONCLUSIVE, f"{_span(iv)} crosses the edge {edge} of {band}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def test_band_with_a_pre_asymptotic_side():
     assert v == "inconclusive" and "pre-asymptotic" in why
     v, why = rate.decide(Evidence(interval=Interval(1.7, 0.77, 2.59)))     # too wide
     assert v == "inconclusive" and "too wide" in why
+    v, why = rate.decide(Evidence(interval=Interval(1.5, 1.27, 1.65)))     # across an edge
+    assert v == "inconclusive" and why == "the interval [1.27, 1.65] crosses the edge 1.5 of [1.5, 2.5]"
 
 
 def test_all_cases():

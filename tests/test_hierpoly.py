@@ -624,8 +624,8 @@ def test_rate_rule_band():
     assert v == "inconclusive" and "pre-asymptotic" in why
     v, why = decide(0.77, 2.59)                   # the first protocol's separation interval
     assert v == "inconclusive" and "too wide" in why
-    v, why = decide(2.2, 2.7)
-    assert v == "inconclusive" and "too wide" in why
+    v, why = decide(2.2, 2.7)                     # narrower than the band, across its edge
+    assert v == "inconclusive" and "crosses the edge 2.5 of [1.5, 2.5]" in why
 
 
 def test_layerwise_dk_holds_fails_and_is_pre_asymptotic():

@@ -7,7 +7,7 @@ fail and stay inconclusive, and simulates their error rates):
   C(d + k, k) over the same d. holds iff the interval lies inside [k - 0.5, k + 0.5]; fails
   iff its lower end is above k + 0.5; inconclusive otherwise: "pre-asymptotic" when its
   upper end is below k - 0.5 (a quadratic p needs ~d^2 samples to be identified, so a
-  slower growth can only be the small-d range), "too wide" when it crosses an edge;
+  slower growth can only be the small-d range), inconclusive when it crosses an edge;
 - a kernel's rate against its reference count C(d + kq, kq): the slope of log n* on log C
   inside [1 - 0.5 / s, 1 + 0.5 / s], s the secant slope of log C on log d over the kernel's
   d (the same +-0.5 in the exponent of d, carried to the log-C scale); wholly above fails;
