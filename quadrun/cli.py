@@ -631,9 +631,6 @@ def _forget_empty_folder() -> None:
 def main(argv: list | None = None) -> None:
     import signal
 
-    # OpenMP threads sleep when they wait instead of spinning on cores other processes
-    # need (set before torch loads its OpenMP runtime; a value already set is kept)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     from quadrun import reproduce
 
@@ -727,6 +724,9 @@ def _run_one(cfg, sweep: bool) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
     from quadrun.errors import CheckpointError, Interrupted, RunFailed
+    from quadrun.estimate import wait_policy
+
+    wait_policy(int(cfg.get("threads") or 0))     # before torch loads its OpenMP runtime
     from quadrun.runner import run
 
     try:

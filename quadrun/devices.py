@@ -37,25 +37,11 @@ class Runtime:
     seed: int = 0                    # the run seed: every stream is derive_seed(seed, ...)
 
 
-def cpu_threads(requested: int = 0) -> int:
-    """The CPU threads a run uses: `requested`, or for 0 the cores this process may use
-    minus the machine's current load (1-minute average), at least 1. OpenMP threads that
-    share busy cores with other processes wait for each other (a loaded 2-core machine ran
-    the main job 5x slower on 2 threads than on 1: benchmarks/threads.py), so a loaded
-    machine gets fewer threads and an idle one all of its cores."""
-    if requested:
-        return int(requested)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
 def make_runtime(cfg) -> Runtime:
     """Pick the device, set threads and determinism, seed the global generators once."""
     device = pick_device(cfg.device)
+    from quadrun.estimate import cpu_threads
+
     threads = cpu_threads(cfg.threads)
     torch.set_num_threads(threads)
     # numpy's and scipy's BLAS (OpenBLAS, MKL) keep their own pools: the same limit for them

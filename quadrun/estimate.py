@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,61 @@ def load_now() -> Optional[float]:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def usable_cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def busy_cores(sample: float = 0.1) -> Optional[float]:
+    """How many cores are busy now: the share of CPU time not idle over `sample` seconds
+    (/proc/stat), times the cores. Unlike the load average it does not remember the run
+    that ended a minute ago. None where /proc/stat cannot be read."""
+    def read() -> tuple:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:9]]   # user .. steal
+        return values[3] + values[4], sum(values)                   # idle + iowait, all
+
+    try:
+        idle0, all0 = read()
+        time.sleep(sample)
+        idle1, all1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if all1 <= all0:
+        return None
+    return (1.0 - (idle1 - idle0) / (all1 - all0)) * (os.cpu_count() or 1)
+
+
+def cpu_threads(requested: int = 0) -> int:
+    """The CPU threads a run uses: `requested`, or for 0 the cores this process may use
+    minus the cores busy now (busy_cores; the 1-minute load average where that cannot be
+    read), at least 1. OpenMP threads that share busy cores with other processes wait for
+    each other (a loaded 2-core machine ran the main job 5x slower on 2 threads than on 1:
+    benchmarks/threads.py), so a loaded machine gets fewer threads and an idle one all of
+    its cores."""
+    if requested:
+        return int(requested)
+    busy = busy_cores()
+    busy = (load_now() or 0.0) if busy is None else busy
+    return max(1, min(usable_cores(), int(usable_cores() - busy + 0.5)))
+
+
+def wait_policy(threads: int) -> None:
+    """OpenMP's wait policy for a run of `threads` CPU threads (0: the default count), set
+    before torch loads its OpenMP runtime; a value already set is kept. Threads that would
+    share busy cores (more than cpu_threads() would choose) sleep while they wait
+    (OMP_WAIT_POLICY=PASSIVE) instead of spinning on cores other processes need: at load 7
+    on 2 cores the main job ran 9x faster. Threads on free cores keep OpenMP's default (spin
+    briefly, then sleep): a sleeping thread wakes slowly, and PASSIVE halved the main job's
+    images/s at 2 threads on an idle 2-core machine (benchmarks/threads.py)."""
+    import sys
+
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return
+    if threads and threads > cpu_threads():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def load_factor(measured: Optional[float], now: Optional[float]) -> Optional[float]:

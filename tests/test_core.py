@@ -475,3 +475,34 @@ def test_threads_n_limits_torch_and_numpy_s_blas_alike():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split(None, 1) == ["1", "[1]\n"]
+
+
+def test_openmp_threads_sleep_only_when_they_would_share_busy_cores(monkeypatch):
+    from quadrun import estimate
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(estimate, "usable_cores", lambda: 2)
+    monkeypatch.setattr(estimate, "busy_cores", lambda: 1.0)    # one core busy: 1 free
+    monkeypatch.delitem(sys.modules, "torch")                   # as before torch loads
+    assert estimate.cpu_threads() == 1
+    for threads in (0, 1):                  # the default count, or within the free cores
+        estimate.wait_policy(threads)
+        assert "OMP_WAIT_POLICY" not in os.environ
+    estimate.wait_policy(2)                 # one more than the free cores
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")            # the user's own value is kept
+    estimate.wait_policy(2)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_free_cores_come_from_the_cpu_time_busy_now_else_the_load_average(monkeypatch):
+    from quadrun import estimate
+
+    monkeypatch.setattr(estimate, "usable_cores", lambda: 4)
+    monkeypatch.setattr(estimate, "load_now", lambda: 3.0)
+    monkeypatch.setattr(estimate, "busy_cores", lambda: 0.2)    # the load average lags
+    assert estimate.cpu_threads() == 4 and estimate.cpu_threads(3) == 3
+    monkeypatch.setattr(estimate, "busy_cores", lambda: None)   # no /proc/stat
+    assert estimate.cpu_threads() == 1
+    monkeypatch.setattr(estimate, "busy_cores", lambda: 9.0)    # never below one thread
+    assert estimate.cpu_threads() == 1
