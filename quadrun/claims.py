@@ -33,6 +33,7 @@ error rates (tests/test_claims.py). Torch-free.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -125,8 +126,9 @@ def seeds_command(needed: int, have: int, arms: int = 1, what: str = "seed",
 
 
 # -- rules ----------------------------------------------------------------------------------------
-class Rule:
-    """decide(evidence) -> (verdict, why)."""
+class Rule(ABC):
+    """decide(evidence) -> (verdict, why). A rule says how it decides an interval or counts
+    in `_decide`; missing and undecided evidence are handled here, once, for every rule."""
 
     def decide(self, ev: Evidence) -> Tuple[str, str]:
         if ev.missing:
@@ -135,8 +137,9 @@ class Rule:
             return INCONCLUSIVE, ev.undecided
         return self._decide(ev)
 
-    def _decide(self, ev: Evidence) -> Tuple[str, str]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _decide(self, ev: Evidence) -> Tuple[str, str]:
+        """(verdict, why) from evidence that has something to decide from."""
 
 
 def _interval(ev: Evidence) -> Optional[Interval]:
