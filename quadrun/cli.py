@@ -300,17 +300,20 @@ def _variants(overrides: list) -> tuple:
 
 
 def _sweeper_params(overrides: list) -> list:
-    """The sweep of a named sweep (`sweep=...` sets hydra.sweeper.params) as overrides, for
-    the keys the command line does not sweep itself."""
+    """The sweep of a named sweep (`sweep=...` sets hydra.sweeper.params and maybe
+    hydra.sweeper.grids) as lists of overrides for the keys the command line does not sweep
+    itself: the params' first, then one per grid the sweep adds (quadrun.sweeps.grid_jobs)."""
     from omegaconf import OmegaConf
 
     try:
         cfg = _compose(_variants(overrides)[0][0])
     except Exception:  # noqa: BLE001 - the variants' own validation says what is wrong
-        return []
+        return [[]]
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    grids = OmegaConf.select(cfg, "hydra.sweeper.grids") or []
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return [f"{k}={v}" for k, v in params.items() if k not in given]
+    return [[f"{k}={v}" for k, v in {**params, **grid}.items() if k not in given]
+            for grid in [{}] + [g for g in grids if not set(g) & given]]
 
 
 def _compose(overrides: list):
@@ -375,8 +378,11 @@ def preflight(argv: list, experiments: dict, lock: bool = True) -> list:
         argv = [a for a in argv if a.startswith("-")] + overrides
     try:
         variants, jobs = _variants(overrides)
-        if multirun:
-            variants, jobs = _variants(_sweeper_params(overrides) + overrides)
+        if multirun:   # a job in two grids is counted twice: max_jobs errs on the safe side
+            variants, jobs = [], 0
+            for grid in _sweeper_params(overrides):
+                more, count = _variants(grid + overrides)
+                variants, jobs = variants + [v for v in more if v not in variants], jobs + count
     except ConfigError:
         raise
     except Exception as exc:

@@ -87,12 +87,11 @@ class Prepared:
 
 def list_jobs(argv: list, folder: Path) -> tuple:
     """(job folders, job count, retries) of a step's sweep, computed as the sweeper will."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from quadrun.cli import _compose
-    from quadrun.sweeps import job_name
+    from quadrun.sweeps import grid_jobs, job_name
 
     overrides = [a for a in argv if not a.startswith("-")]
     parser = OverridesParser.create()
@@ -103,10 +102,9 @@ def list_jobs(argv: list, folder: Path) -> tuple:
     if "optuna" in str(sweeper.get("_target_", "")):
         return [], int(sweeper.get("n_trials") or 0), retries
     params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
+    grids = OmegaConf.to_container(sweeper.grids, resolve=False) if sweeper.get("grids") else []
     task = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-    parsed = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + task)
-    [batch] = BasicSweeper.split_arguments(parsed, None)
-    jobs = [Path(folder) / job_name(list(job)) for job in batch]
+    jobs = [Path(folder) / job_name(job) for job in grid_jobs(params, grids, task, parser)]
     return jobs, len(jobs), retries
 
 

@@ -145,7 +145,7 @@ def register(experiments: dict) -> type:
     plugins.register(QuadrunSweeper)
     store.store(group="hydra/sweeper", name="quadrun", provider="quadrun",
                 node={"_target_": "hydra_plugins.quadrun_sweeper.QuadrunSweeper", "max_batch_size": None,
-                      "params": None})
+                      "params": None, "grids": None})
     return schema
 
 

@@ -63,6 +63,36 @@ def job_name(overrides: Iterable[str]) -> str:
     return safe
 
 
+def grid_jobs(params: Optional[dict], grids: Optional[list], task: Iterable[str],
+              parser=None) -> list:
+    """Every job of a list/range sweep, in launch order, as override lists: the product of
+    `params` (hydra.sweeper.params) with the command line's `task` overrides (which win,
+    key by key), then the product of each of `grids` (hydra.sweeper.grids: a list of
+    {key: values}, each taking params' values for the keys it does not name) in turn, a job
+    listed before not listed again. A grid that names a key the command line sweeps or sets
+    is left out: the command line replaces that part of the sweep. So a sweep can give some
+    arms more seeds than others:
+        params: {strategy: a,b,c, seed: range(0,15)}    grids: [{strategy: a, seed: range(15,60)}]
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = parser or OverridesParser.create()
+    task = list(task)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in task}
+    jobs, seen = [], set()
+    for grid in [{}] + [dict(g) for g in grids or [] if not set(dict(g)) & given]:
+        merged = {**(params or {}), **grid}
+        parsed = parser.parse_overrides([f"{k}={v}" for k, v in merged.items()] + task)
+        for batch in BasicSweeper.split_arguments(parsed, None):
+            for job in batch:
+                name = job_name(job)
+                if name not in seen:
+                    seen.add(name)
+                    jobs.append(list(job))
+    return jobs
+
+
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(Path(path).read_text())
@@ -347,19 +377,14 @@ def expected_jobs(sweep_dir: Path) -> list:
     cfg = _record(sweep_dir)
     hydra = cfg.get("hydra") or {}
     task = list((hydra.get("overrides") or {}).get("task") or [])
-    params = (hydra.get("sweeper") or {}).get("params") or {}
-    if "optuna" in str((hydra.get("sweeper") or {}).get("_target_", "")):
+    sweeper = hydra.get("sweeper") or {}
+    if "optuna" in str(sweeper.get("_target_", "")):
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
-        parsed = OverridesParser.create().parse_overrides(
-            [f"{k}={v}" for k, v in params.items()] + task)
-        [batch] = BasicSweeper.split_arguments(parsed, None)
+        jobs = grid_jobs(sweeper.get("params") or {}, sweeper.get("grids"), task)
     except Exception:  # not a list/range sweep
         return []
-    return [(Path(sweep_dir) / job_name(job), list(job)) for job in batch]
+    return [(Path(sweep_dir) / job_name(job), job) for job in jobs]
 
 
 def resume_argv(sweep_dir: Path) -> list:

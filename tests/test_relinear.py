@@ -594,10 +594,37 @@ def test_ablation_sweep_config(compose):
     paper, _ = compose("experiment=relinear", "scale=paper", "sweep=relinear_paper")
     params = _sweep_params("relinear_ablation")
     assert params["relinear.strategy"].split(",") == list(rcfg.STRATEGIES)
-    # 15 fresh seeds per strategy: the pilot's (exploratory) and the tuning's left out
-    assert params["seed"] == "range(100,115)"
-    assert rcfg.ABLATION_SEEDS == tuple(range(100, 115)) and len(rcfg.ABLATION_SEEDS) >= 15
-    assert not set(rcfg.ABLATION_SEEDS) & (set(rcfg.PILOT_SEEDS) | set(rcfg.TUNING_SEEDS))
+    assert params["seed"] == "range(300,315)"
+    # the sweep (params and grids) runs exactly config.ABLATION_SEEDS per strategy: fresh
+    # seeds, none the pilot's, the gamma choice's or the sizing run's (all exploratory)
+    import yaml
+
+    from quadrun.cli import config_dir
+    rl_claims = importlib.import_module("quadrun.experiments.relinear.claims")
+    from quadrun.sweeps import grid_jobs
+
+    text = (Path(config_dir()) / "sweep" / "relinear_ablation.yaml").read_text()
+    sweeper = yaml.safe_load(text)["hydra"]["sweeper"]
+    seeds = {}
+    for job in grid_jobs(sweeper["params"], sweeper["grids"], ["experiment=relinear"]):
+        o = dict(x.split("=", 1) for x in job)
+        seeds.setdefault(o["relinear.strategy"], []).append(int(o["seed"]))
+    assert {s: tuple(v) for s, v in seeds.items()} == rcfg.ABLATION_SEEDS
+    assert sum(len(v) for v in seeds.values()) == 255
+    used = set(rcfg.PILOT_SEEDS) | set(rcfg.TUNING_SEEDS) | set(rcfg.SIZING_SEEDS)
+    assert not used & set().union(*seeds.values())
+    # each collapse claim: >= 15 runs an arm; each accuracy claim but relinear_sw's: a
+    # 3-point difference detectable at 80 % power at the sizing run's spreads
+    assert min(rcfg.ABLATION_RUNS.values()) >= 15
+    planned = {cid: stats.detectable_difference(rcfg.SIZING_SD[a], rcfg.ABLATION_RUNS[a],
+                                          rcfg.SIZING_SD[b], rcfg.ABLATION_RUNS[b], level=0.95)
+               for cid, (a, b) in rl_claims.ACCURACY_PAIRS.items()}
+    assert planned["accuracy.relinear_sg"] == pytest.approx(2.76, abs=0.01)
+    assert planned["accuracy.relinear_sg_matched"] == pytest.approx(2.88, abs=0.01)
+    assert planned["accuracy.relinear_rezero"] == pytest.approx(2.02, abs=0.01)
+    assert planned["accuracy.relinear_sw"] == pytest.approx(9.66, abs=0.01)   # not sized: stated
+    # fewer runs of relinear_sg would miss the 3 points: the plan is not padded
+    assert stats.detectable_difference(8.57, 90, 4.35, 50, level=0.95) > 3
     grid = _sweep_params("relinear_gamma_grid")
     assert grid["relinear.strategy"].split(",") == list(rcfg.CPU_GAMMA)
     assert [float(g) for g in grid["relinear.gamma"].split(",")] == list(rcfg.GAMMA_GRID)
@@ -953,18 +980,18 @@ def test_open_claims_carry_the_command_that_would_decide_them():
     acc = out["accuracy.relinear_sg"]
     assert acc["verdict"] == "inconclusive"
     needed = acc["values"]["runs_for_3_points"]
-    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(100,{100 + needed})'",
+    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(300,{300 + needed})'",
                            "jobs": (needed - 15) * 3}             # 3 strategies in the study
     col = out["collapse.plain"]                                  # 2/15 vs 0/15
     assert col["verdict"] == "inconclusive" and "seeds per strategy would decide" in col["why"]
     assert stats.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
     p_fewer, p_more = rev.fisher_one_sided(round(2 / 15 * 34), 34, 0, 34)
     assert p_more <= 0.05 and rev.fisher_one_sided(round(2 / 15 * 33), 33, 0, 33)[1] > 0.05
-    assert col["next"]["command"].endswith("'seed=range(100,134)'")
+    assert col["next"]["command"].endswith("'seed=range(300,334)'")
     assert stats.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
     gone = out["accuracy.relinear_rezero"]
     assert gone["verdict"] == "not_measured"
-    assert gone["next"] == {"command": rc.ABLATION, "jobs": 8 * 15}
+    assert gone["next"] == {"command": rc.ABLATION, "jobs": 255}
 
 
 def test_a_well_powered_null_says_so_and_asks_for_no_runs():

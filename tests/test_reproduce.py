@@ -86,7 +86,8 @@ def test_every_shipped_plan_loads_at_its_scales_and_covers_every_experiment():
 @pytest.mark.parametrize("scale", SCALES)
 def test_the_plan_of_all_counts_each_step_s_jobs_as_its_sweep_does(scale, tmp_path, monkeypatch):
     """The job count of each step is the sweep's own: the product of its parameters' values
-    (read here from configs/sweep/, as Hydra's basic sweeper reads them)."""
+    (read here from configs/sweep/, as Hydra's basic sweeper reads them), and that of each
+    grid it adds."""
     from quadrun import registry
     from quadrun.cli import config_dir
     from quadrun.schema import register
@@ -100,11 +101,17 @@ def test_the_plan_of_all_counts_each_step_s_jobs_as_its_sweep_does(scale, tmp_pa
         expected = 1
         if step.sweep:
             data = yaml.safe_load(Path(config_dir(), "sweep", f"{step.sweep}.yaml").read_text())
-            params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-            for value in params.values():
-                span = re.fullmatch(r"range\((\d+),\s*(\d+)(?:,\s*(\d+))?\)", str(value).strip())
-                expected *= len(range(int(span[1]), int(span[2]), int(span[3] or 1))) if span \
-                    else len(re.split(r",(?![^\[]*\])", str(value)))
+            sweeper = (data.get("hydra") or {}).get("sweeper") or {}
+            params = sweeper.get("params") or {}
+            grids = [] if "hydra.sweeper.grids=[]" in step.overrides else sweeper.get("grids") or []
+            expected = 0
+            for grid in [{}] + grids:   # the ablation's grids add seeds no other grid has
+                product = 1
+                for value in {**params, **grid}.values():
+                    span = re.fullmatch(r"range\((\d+),\s*(\d+)(?:,\s*(\d+))?\)", str(value).strip())
+                    product *= len(range(int(span[1]), int(span[2]), int(span[3] or 1))) if span \
+                        else len(re.split(r",(?![^\[]*\])", str(value)))
+                expected += product
         assert count == expected == len(set(jobs)), step.name
     assert not list(tmp_path.glob("outputs"))
 

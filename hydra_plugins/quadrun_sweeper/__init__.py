@@ -1,5 +1,6 @@
 """quadrun's sweeper as a Hydra plugin (Hydra instantiates sweepers only from
-`hydra_plugins`): Hydra's basic sweeper, launching only the jobs that are not finished.
+`hydra_plugins`): Hydra's basic sweeper, launching only the jobs that are not finished, with
+`hydra.sweeper.grids` (more grids whose jobs are added: quadrun.sweeps.grid_jobs).
 
 quadrun.schema.register() calls Plugins.instance() first (Hydra's plugin scan re-imports
 its core plugin modules) and then registers this class by hand, since an editable install
@@ -19,6 +20,10 @@ class QuadrunSweeper(BasicSweeper):
     """Hydra's basic sweeper (lists, ranges, `hydra.sweeper.params`), launching only the
     jobs that are not finished already (see the module docstring)."""
 
+    def __init__(self, max_batch_size=None, params=None, grids=None):
+        super().__init__(max_batch_size, params)
+        self.grids = grids   # hydra.sweeper.grids: more grids, their jobs added (sweeps.grid_jobs)
+
     def sweep(self, arguments: list):
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
@@ -26,9 +31,11 @@ class QuadrunSweeper(BasicSweeper):
         import os
 
         os.environ[sweeps.PARENT] = str(os.getpid())   # local jobs die with this process
-        params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+        grids = OmegaConf.to_container(self.grids) if OmegaConf.is_config(self.grids) else self.grids
+        jobs = sweeps.grid_jobs(self.params or {}, grids, arguments, parser)
+        size = self.max_batch_size or len(jobs) or 1
+        self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / sweeps.MULTIRUN)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from quadrun.claims import Evidence, fmt, fmt_interval, missing, seeds_command
-from quadrun.experiments.relinear.config import ABLATION_SEEDS, STRATEGIES
+from quadrun.experiments.relinear.config import ABLATION_FIRST_SEED, ABLATION_RUNS, STRATEGIES
 from quadrun.stats import (clopper_pearson, detectable_difference, finite, fisher_one_sided,
                            fisher_runs_needed, holm, mean, runs_needed, welch_interval, welch_p)
 
@@ -96,13 +96,13 @@ def event_evidence(event: str, strategy: str, reference: str, by: dict, threshol
                     jobs=jobs)
 
 
-ABLATION_JOBS = len(STRATEGIES) * len(ABLATION_SEEDS)
+ABLATION_JOBS = sum(ABLATION_RUNS.values())
 
 
 def more_seeds(needed: int, have: int, arms: int) -> tuple:
     """(command, jobs) extending the ablation sweep to `needed` seeds per strategy, fresh
     seeds counted on from the ablation's first (the sweep skips the jobs it has)."""
-    return seeds_command(needed, have, arms, start=ABLATION_SEEDS[0])
+    return seeds_command(needed, have, arms, start=ABLATION_FIRST_SEED)
 
 
 def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
