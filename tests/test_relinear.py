@@ -1000,3 +1000,21 @@ def test_a_well_powered_null_says_so_and_asks_for_no_runs():
     c = _claims(conv + rez)["accuracy.relinear_rezero"]
     assert c["verdict"] == "inconclusive" and c["values"]["runs_for_3_points"] <= 15
     assert "already detect" in c["why"] and c["next"] is None
+
+
+def test_unequal_arms_are_judged_by_their_own_detectable_difference():
+    """110 wide-spread runs against 20 narrow ones detect 3 points although 20 a side would
+    not: the claim says so and asks for no runs (the confirmatory ablation's design)."""
+    rng = np.random.default_rng(5)
+    conv = _runs("conventional", accs=list(88 + 3.3 * rng.standard_normal(20)))
+    sg = _runs("relinear_sg", accs=list(87.5 + 4.0 * rng.standard_normal(110)))
+    c = _claims(conv + sg)["accuracy.relinear_sg"]
+    v = c["values"]
+    assert (v["n"], v["control_n"]) == (110, 20)
+    assert v["detectable"] == pytest.approx(stats.detectable_difference(
+        v["sd"], 110, v["control_sd"], 20, level=0.95))
+    assert v["detectable"] < 3 < stats.detectable_difference(v["sd"], 20, v["control_sd"], 20,
+                                                             level=0.95)
+    assert c["verdict"] == "inconclusive" and v["runs_for_3_points"] > 20
+    assert "these 110 and 20 seeds already detect" in c["why"] and c["next"] is None
+    assert "seeds per arm would detect" not in c["measured"]

@@ -128,8 +128,10 @@ def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
               "best_difference": best.estimate, "best_low": best.low, "best_high": best.high,
               "detectable": mdd, f"runs_for_{RESOLVE:g}_points": needed,
               "p": welch_p(acc, ref)}
-    detect = (f"; detectable difference at 80 % power {fmt(mdd)} points"
-              f" ({needed if needed else 'over 1000'} seeds per arm would detect {RESOLVE:g})"
+    enough = mdd is not None and mdd <= RESOLVE   # the arms' own counts, equal or not
+    detect = (f"; detectable difference at 80 % power {fmt(mdd)} points" +
+              ("" if enough else f" ({needed if needed else 'over 1000'} seeds per arm would "
+                                 f"detect {RESOLVE:g})")
               if mdd is not None else "")
     measured = (f"final test/acc {strategy} {fmt(mean(acc))} (sd {fmt(sd)}, n={len(acc)}) vs "
                 f"{control} {fmt(mean(ref))} (sd {fmt(sd0)}, n={len(ref)}): difference "
@@ -139,8 +141,10 @@ def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
     if not diff.has_interval:
         nxt = f"run several seeds of both: {ABLATION}"
         command, jobs = ABLATION, ABLATION_JOBS
-    elif needed and needed <= have:
-        nxt = (f"these {have} seeds per arm already detect {fmt(mdd)} points at 80 % power: "
+    elif enough:
+        seeds = (f"{have} seeds per arm" if len(acc) == len(ref) else
+                 f"{len(acc)} and {len(ref)} seeds")
+        nxt = (f"these {seeds} already detect {fmt(mdd)} points at 80 % power: "
                f"a true difference of {RESOLVE:g} points would very likely have shown")
     elif needed:
         nxt = (f"the difference is within the seed-to-seed noise; about {needed} seeds per "
