@@ -40,10 +40,10 @@ class Step:
 
     @property
     def name(self) -> str:
-        from quadrun.sweeps import job_name
+        from quadrun.sweeps import defining, job_name
 
         parts = [self.experiment] + ([self.sweep] if self.sweep else [])
-        if self.overrides:
+        if defining(self.overrides):    # a launch override (hydra.*) does not rename a step
             parts.append(job_name(self.overrides))
         return "-".join(parts)
 

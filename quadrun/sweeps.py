@@ -46,16 +46,20 @@ RECORD = ".quadrun-sweep.yaml"         # the same, written for every sweeper at 
 LAUNCH_KEYS = ("experiment", "sweep", "cluster", "hydra", "resume")
 
 
+def defining(overrides: Iterable[str]) -> list:
+    """The overrides that say what a job computes (launch keys left out), sorted."""
+    return sorted(str(o) for o in overrides
+                  if str(o).lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0]
+                  not in LAUNCH_KEYS)
+
+
 def job_name(overrides: Iterable[str]) -> str:
     """A job's folder name from its overrides, e.g. "relinear.strategy=plain,seed=2".
 
     Sorted, launch keys left out; characters other than letters, digits and `=,.+-_` become
     `_`, and a name that had to change or is long gets a short hash of the full overrides,
     so two jobs never share a folder."""
-    kept = sorted(str(o) for o in overrides
-                  if str(o).lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0]
-                  not in LAUNCH_KEYS)
-    text = ",".join(kept) or "defaults"
+    text = ",".join(defining(overrides)) or "defaults"
     safe = re.sub(r"[^A-Za-z0-9=,.+\-_]", "_", text)
     if safe != text or len(safe) > 96:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -980,14 +980,14 @@ def test_open_claims_carry_the_command_that_would_decide_them():
     acc = out["accuracy.relinear_sg"]
     assert acc["verdict"] == "inconclusive"
     needed = acc["values"]["runs_for_3_points"]
-    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(300,{300 + needed})'",
+    assert acc["next"] == {"command": f"quadrun resume={{folder}} 'seed=range(0,{needed})'",
                            "jobs": (needed - 15) * 3}             # 3 strategies in the study
     col = out["collapse.plain"]                                  # 2/15 vs 0/15
     assert col["verdict"] == "inconclusive" and "seeds per strategy would decide" in col["why"]
     assert stats.fisher_runs_needed(2, 15, 0, 15, more=True) == 34
     p_fewer, p_more = rev.fisher_one_sided(round(2 / 15 * 34), 34, 0, 34)
     assert p_more <= 0.05 and rev.fisher_one_sided(round(2 / 15 * 33), 33, 0, 33)[1] > 0.05
-    assert col["next"]["command"].endswith("'seed=range(300,334)'")
+    assert col["next"]["command"].endswith("'seed=range(0,34)'")
     assert stats.fisher_runs_needed(3, 15, 3, 15, more=False) is None   # equal rates never do
     gone = out["accuracy.relinear_rezero"]
     assert gone["verdict"] == "not_measured"

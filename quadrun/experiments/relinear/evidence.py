@@ -88,7 +88,7 @@ def event_evidence(event: str, strategy: str, reference: str, by: dict, threshol
         values["threshold"] = threshold
     decided = min(p_fewer, p_more) <= LEVEL
     needed = None if decided else fisher_runs_needed(k, n, k0, n0, more, level=LEVEL)
-    command, jobs = more_seeds(needed, min(n, n0), len(by)) if needed else (None, None)
+    command, jobs = more_seeds(needed, min(n, n0), by) if needed else (None, None)
     nxt = (f"at these rates about {needed} seeds per strategy would decide" if needed else
            "the rates are too close for any affordable number of seeds")
     return Evidence(measured=f"{rates}; p(fewer) {fmt(p_fewer)}, p(more) {fmt(p_more)}",
@@ -99,10 +99,13 @@ def event_evidence(event: str, strategy: str, reference: str, by: dict, threshol
 ABLATION_JOBS = sum(ABLATION_RUNS.values())
 
 
-def more_seeds(needed: int, have: int, arms: int) -> tuple:
-    """(command, jobs) extending the ablation sweep to `needed` seeds per strategy, fresh
-    seeds counted on from the ablation's first (the sweep skips the jobs it has)."""
-    return seeds_command(needed, have, arms, start=ABLATION_FIRST_SEED)
+def more_seeds(needed: int, have: int, by: dict) -> tuple:
+    """(command, jobs) extending the study's sweep to `needed` seeds per strategy, counted
+    on from its first seed (the ablation's when no record has one): the sweep skips the
+    jobs it has, so only new seeds run."""
+    seeds = [r["seed"] for rs in by.values() for r in rs
+             if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool)]
+    return seeds_command(needed, have, len(by), start=min(seeds, default=ABLATION_FIRST_SEED))
 
 
 def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
@@ -149,7 +152,7 @@ def accuracy_evidence(strategy: str, control: str, by: dict) -> Evidence:
     elif needed:
         nxt = (f"the difference is within the seed-to-seed noise; about {needed} seeds per "
                f"arm would resolve {RESOLVE:g} points")
-        command, jobs = more_seeds(needed, have, len(by))
+        command, jobs = more_seeds(needed, have, by)
     else:
         nxt = "the difference is within the seed-to-seed noise; more seeds would narrow it"
     return Evidence(measured=measured, values=values, interval=diff, next=nxt, command=command,
