@@ -309,11 +309,13 @@ def _sweeper_params(overrides: list) -> list:
         cfg = _compose(_variants(overrides)[0][0])
     except Exception:  # noqa: BLE001 - the variants' own validation says what is wrong
         return [[]]
+    from quadrun.sweeps import kept_grids
+
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     grids = OmegaConf.select(cfg, "hydra.sweeper.grids") or []
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     return [[f"{k}={v}" for k, v in {**params, **grid}.items() if k not in given]
-            for grid in [{}] + [g for g in grids if not set(g) & given]]
+            for grid in [{}] + kept_grids(grids, overrides)]
 
 
 def _compose(overrides: list):

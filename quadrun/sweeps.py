@@ -67,6 +67,13 @@ def job_name(overrides: Iterable[str]) -> str:
     return safe
 
 
+def kept_grids(grids: Optional[list], overrides: Iterable[str]) -> list:
+    """The grids (hydra.sweeper.grids) that name no key the command line's `overrides` set
+    or sweep: those replace the grids that name them."""
+    given = {str(o).split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [dict(g) for g in grids or [] if not set(dict(g)) & given]
+
+
 def grid_jobs(params: Optional[dict], grids: Optional[list], task: Iterable[str],
               parser=None) -> list:
     """Every job of a list/range sweep, in launch order, as override lists: the product of
@@ -83,9 +90,8 @@ def grid_jobs(params: Optional[dict], grids: Optional[list], task: Iterable[str]
 
     parser = parser or OverridesParser.create()
     task = list(task)
-    given = {o.split("=", 1)[0].lstrip("+~") for o in task}
     jobs, seen = [], set()
-    for grid in [{}] + [dict(g) for g in grids or [] if not set(dict(g)) & given]:
+    for grid in [{}] + kept_grids(grids, task):
         merged = {**(params or {}), **grid}
         parsed = parser.parse_overrides([f"{k}={v}" for k, v in merged.items()] + task)
         for batch in BasicSweeper.split_arguments(parsed, None):
